@@ -1,0 +1,236 @@
+// Node configuration: one zod schema is the source of truth for every setting. Its entries
+// drive flag parsing, the RANKMESH_<SETTING> environment form, the optional JSON config
+// file, `--help`, the README reference table and the validation errors. Adding a setting
+// is one line in `settings` below.
+import { Command, CommanderError, Option } from 'commander';
+import { multiaddr } from '@multiformats/multiaddr';
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/** Where a value came from; named in every validation error. */
+export type SettingSource = 'default' | 'config file' | 'environment' | 'flag';
+
+/** A bad setting, a bad config file or a bad flag: the message names what and why. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    /** The setting at fault, or '' when the fault is not one setting (e.g. an unreadable file). */
+    readonly setting: string,
+    readonly reason: string,
+    readonly source?: string,
+  ) {
+    super(setting === '' ? reason : `setting ${setting}${source === undefined ? '' : ` (${source})`}: ${reason}`);
+  }
+}
+
+const hostPort = z
+  .string()
+  .regex(/^[A-Za-z0-9.\-]+:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:7070')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+
+const multiaddrString = z.string().refine((s) => {
+  try {
+    multiaddr(s);
+    return s.startsWith('/');
+  } catch {
+    return false;
+  }
+}, 'expected a multiaddr, e.g. /ip4/127.0.0.1/tcp/7071');
+
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * Every setting: its type (a zod schema), default and description. Lists are written
+ * comma-separated in flags and the environment, as JSON arrays in the config file.
+ */
+export const settings = {
+  dataDir: z.string().min(1).default('.rankmesh/node').describe('Directory for the identity key, pre-shared key, token and database'),
+  httpAddr: hostPort.default('127.0.0.1:7070').describe('HTTP API address (host:port; port 0 picks a free one)'),
+  listen: z.array(multiaddrString).min(1).default(['/ip4/127.0.0.1/tcp/7071']).describe('libp2p listen multiaddrs'),
+  peers: z.array(multiaddrString).default([]).describe('Bootstrap peers (multiaddrs, ending in /p2p/PEER_ID where known); redialled with back-off when lost'),
+  meshId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'expected 1-64 letters, digits, - or _').default('local').describe('Name of the mesh; nodes of other meshes ignore this one'),
+  worldSize: z.number().int().min(1).max(65536).default(1).describe('Number of ranks of the mesh'),
+  token: z.string().default('').describe('Bearer token for mutating HTTP routes; empty: generated into the file token in dataDir'),
+  keyFile: z.string().default('').describe('Pre-shared key file of the private network; empty: swarm.key in dataDir, created if missing'),
+  logLevel: z.enum(logLevels).default('info').describe('Log level'),
+  gossipHeartbeatIntervalMs: z.number().int().min(10).max(60_000).default(700).describe('gossipsub heartbeat interval'),
+  ipColocationFactorWeight: z.number().max(0).default(0).describe('gossipsub IP-colocation penalty weight (0: off, right for hosts sharing an address)'),
+  requestTimeoutMs: z.number().int().min(1).default(5000).describe('Default timeout of a direct request to one peer'),
+  requestBytesMax: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024).describe('Largest direct request or response, in bytes'),
+  redialMinMs: z.number().int().min(1).default(250).describe('First back-off before redialling a lost peer'),
+  redialMaxMs: z.number().int().min(1).default(10_000).describe('Longest back-off between redials of a lost peer'),
+} as const;
+
+export const configSchema = z.object(settings).strict();
+export type Config = z.output<typeof configSchema>;
+export type SettingName = keyof typeof settings;
+export const settingNames = Object.keys(settings) as SettingName[];
+
+/** What the node was asked to do besides running: print help, or run with a config. */
+export type LoadResult =
+  | { kind: 'config'; config: Config; warnings: string[] }
+  | { kind: 'exit'; output: string };
+
+export interface LoadInput {
+  argv?: readonly string[];
+  env?: Record<string, string | undefined>;
+}
+
+/** `--data-dir` for `dataDir`. */
+export function flagName(setting: string): string {
+  return `--${setting.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** `RANKMESH_DATA_DIR` for `dataDir`. */
+export function envName(setting: string): string {
+  return `RANKMESH_${setting.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/**
+ * Builds the config from defaults < config file < environment < flags.
+ * Throws ConfigError naming the setting, where the value came from, and why it is wrong.
+ */
+export function loadConfig(input: LoadInput = {}): LoadResult {
+  const argv = input.argv ?? [];
+  const env = input.env ?? {};
+  const parsed = parseFlags(argv);
+  if (parsed.kind === 'exit') return parsed;
+
+  const raw: Record<string, unknown> = {};
+  const sources: Record<string, string> = {};
+  const configPath = parsed.flags.config ?? env.RANKMESH_CONFIG;
+  if (configPath !== undefined && configPath !== '') {
+    for (const [key, value] of Object.entries(readConfigFile(configPath))) {
+      raw[key] = value;
+      sources[key] = `config file ${configPath}`;
+    }
+  }
+  const warnings: string[] = [];
+  const known = new Set(settingNames.map(envName).concat('RANKMESH_CONFIG'));
+  for (const [key, value] of Object.entries(env)) {
+    if (key.startsWith('RANKMESH_') && !known.has(key)) warnings.push(`unknown environment variable ${key} ignored`);
+  }
+  for (const name of settingNames) {
+    const fromEnv = env[envName(name)];
+    if (fromEnv !== undefined) {
+      raw[name] = fromText(name, fromEnv);
+      sources[name] = `environment ${envName(name)}`;
+    }
+    const fromFlag = parsed.flags[name];
+    if (fromFlag !== undefined) {
+      raw[name] = fromText(name, fromFlag);
+      sources[name] = `flag ${flagName(name)}`;
+    }
+  }
+  return { kind: 'config', config: validate(raw, sources), warnings };
+}
+
+/** Validates a plain object (e.g. built by a test or script) into a Config. */
+export function validate(raw: Record<string, unknown>, sources: Record<string, string> = {}): Config {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0] ?? '';
+    throw new ConfigError(key, `unknown setting (known: ${settingNames.join(', ')})`, sources[key]);
+  }
+  const setting = String(issue.path[0] ?? '');
+  const got = raw[setting];
+  throw new ConfigError(setting, `${issue.message}; got ${JSON.stringify(got)}`, sources[setting]);
+}
+
+/** The README's config reference, generated from the schema. */
+export function configReferenceMarkdown(): string {
+  const rows = settingNames.map((name) => {
+    const d = describe(name);
+    return `| \`${name}\` | \`${flagName(name)}\` | \`${envName(name)}\` | ${d.type} | \`${JSON.stringify(d.default)}\` | ${d.description} |`;
+  });
+  return ['| setting | flag | environment | type | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
+}
+
+type Kind = 'string' | 'number' | 'integer' | 'list' | 'enum';
+
+interface SettingInfo {
+  kind: Kind;
+  type: string;
+  default: unknown;
+  description: string;
+}
+
+function describe(name: SettingName): SettingInfo {
+  const schema = settings[name];
+  const def = schema.def as unknown as { defaultValue: unknown; innerType: z.ZodType };
+  const inner = def.innerType;
+  const description = schema.description ?? '';
+  let kind: Kind = 'string';
+  let type = 'string';
+  if (inner instanceof z.ZodArray) {
+    kind = 'list';
+    type = 'list';
+  } else if (inner instanceof z.ZodEnum) {
+    kind = 'enum';
+    type = (inner.options as string[]).join(' \\| ');
+  } else if (inner instanceof z.ZodNumber) {
+    kind = inner.isInt ? 'integer' : 'number';
+    type = kind;
+  }
+  return { kind, type, default: def.defaultValue, description };
+}
+
+/** Turns flag/environment text into the setting's type; zod then judges the value. */
+function fromText(name: SettingName, text: string): unknown {
+  const { kind } = describe(name);
+  if (kind === 'list') return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (kind === 'number' || kind === 'integer') {
+    const trimmed = text.trim();
+    return trimmed !== '' && Number.isFinite(Number(trimmed)) ? Number(trimmed) : text;
+  }
+  return text;
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('', `cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError('', `config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigError('', `config file ${path} must hold a JSON object of settings`);
+  }
+  return value as Record<string, unknown>;
+}
+
+type FlagResult = { kind: 'flags'; flags: Record<string, string | undefined> } | { kind: 'exit'; output: string };
+
+function parseFlags(argv: readonly string[]): FlagResult {
+  let output = '';
+  const program = new Command('rankmesh-node')
+    .description('Runs one rankmesh node. Every setting also reads RANKMESH_<SETTING> from the environment.')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (output += s), writeErr: (s) => (output += s) })
+    .allowExcessArguments(false)
+    .addOption(new Option('--config <file>', 'JSON file of settings (env RANKMESH_CONFIG)'));
+  for (const name of settingNames) {
+    const d = describe(name);
+    const help = `${d.description} (default: ${JSON.stringify(d.default)}; env ${envName(name)})`;
+    const option = new Option(`${flagName(name)} <${d.kind === 'list' ? 'a,b' : 'value'}>`, help);
+    program.addOption(option);
+  }
+  try {
+    program.parse(argv as string[], { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.help')) {
+      return { kind: 'exit', output };
+    }
+    if (err instanceof CommanderError) throw new ConfigError('', err.message.replace(/^error: /, ''));
+    throw err;
+  }
+  return { kind: 'flags', flags: program.opts() };
+}

@@ -1,0 +1,54 @@
+// `bun run node`: reads the config, starts one node, and stops it cleanly on SIGINT/SIGTERM.
+// Exit codes: 0 after a clean stop, 1 when the node cannot start, 2 for a bad config.
+import { ConfigError, loadConfig } from './config.ts';
+import { createLogger } from './log.ts';
+import { Runtime } from './runtime.ts';
+
+async function main(): Promise<number> {
+  let loaded;
+  try {
+    loaded = loadConfig({ argv: process.argv.slice(2), env: process.env });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`rankmesh: bad configuration: ${err.message}\n(see --help)\n`);
+    return 2;
+  }
+  if (loaded.kind === 'exit') {
+    process.stdout.write(loaded.output);
+    return 0;
+  }
+  const { config } = loaded;
+  const log = createLogger({ level: config.logLevel });
+  for (const warning of loaded.warnings) log.warn(warning);
+
+  const runtime = new Runtime(config, log);
+  let node;
+  try {
+    node = await runtime.start();
+  } catch (err) {
+    log.fatal({ err: { name: (err as Error).name, message: (err as Error).message } }, `cannot start: ${(err as Error).message}`);
+    return 1;
+  }
+  log.info(
+    { peerId: node.peerId, bootId: node.bootId, http: node.httpUrl, addresses: node.addresses, dataDir: node.dataDir, starts: node.starts },
+    `node ${node.peerId} serving ${node.httpUrl}`,
+  );
+  if (node.tokenFile !== undefined) log.info({ tokenFile: node.tokenFile }, `bearer token for mutating routes is in ${node.tokenFile}`);
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  // A second signal while stopping means "now": leave without waiting for the stop.
+  const force = (): void => process.exit(1);
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
+  log.info({ signal }, 'stopping');
+  await runtime.stop();
+  log.info('stopped');
+  process.off('SIGINT', force);
+  process.off('SIGTERM', force);
+  return 0;
+}
+
+process.exitCode = await main();

@@ -1,0 +1,319 @@
+// The mesh transport: what the protocol driver uses to talk to other nodes. It hides libp2p
+// behind a small API of strings and bytes — gossip on the mesh's topics, direct requests to
+// one peer, ping, peer events — plus the partition hook that tests use to cut links.
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { PeerId, PrivateKey } from '@libp2p/interface';
+import { multiaddr } from '@multiformats/multiaddr';
+import type { Logger } from 'pino';
+import { PeerGate } from './gate.ts';
+import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
+import { Redialer } from './redial.ts';
+import { exchange, serveRequest, type RequestFailure, type RequestHandler, type RequestResult } from './rpc.ts';
+
+export type { RequestFailure, RequestHandler, RequestResult } from './rpc.ts';
+
+export interface TransportOptions {
+  privateKey: PrivateKey;
+  swarmKey: Uint8Array;
+  meshId: string;
+  listen: readonly string[];
+  /** Bootstrap multiaddrs. */
+  peers: readonly string[];
+  gossipHeartbeatIntervalMs: number;
+  ipColocationFactorWeight: number;
+  requestTimeoutMs: number;
+  requestBytesMax: number;
+  redialMinMs: number;
+  redialMaxMs: number;
+  /** Largest gossip message; defaults to requestBytesMax. */
+  gossipBytesMax?: number;
+  log: Logger;
+}
+
+/** Receives a gossip message whose signature verified; `fromPeerId` is its signer. */
+export type GossipHandler = (fromPeerId: string, bytes: Uint8Array) => void;
+
+export type PingResult = { ok: true; rttMs: number } | { ok: false; error: string };
+
+export type PeerEvent = { type: 'connect' | 'disconnect'; peerId: string };
+
+export type TransportStatus = { code: 'stopped' } | { code: 'started'; startedAtMs: number };
+
+/** Not started, already stopped, or a bad argument: nothing was sent. */
+export class TransportError extends Error {
+  override readonly name = 'TransportError';
+}
+
+export class Transport {
+  readonly peerId: string;
+  readonly meshId: string;
+  private state: TransportStatus = { code: 'stopped' };
+  private readonly gossipHandlers = new Map<string, Set<GossipHandler>>();
+  private readonly requestHandlers = new Map<string, RequestHandler>();
+  private readonly peerListeners = new Set<(event: PeerEvent) => void>();
+  private readonly redialer: Redialer;
+
+  private constructor(
+    private readonly node: MeshLibp2p,
+    private readonly options: TransportOptions,
+    private readonly gate: PeerGate,
+  ) {
+    this.peerId = node.peerId.toString();
+    this.meshId = options.meshId;
+    this.redialer = new Redialer({
+      dial: async (target, signal) => {
+        const to = 'address' in target ? multiaddr(target.address) : peerIdFromString(target.peerId);
+        const connection = await this.node.dial(to, { signal });
+        return connection.remotePeer.toString();
+      },
+      isConnected: (id) => this.node.getConnections(peerIdFromString(id)).length > 0,
+      isBlocked: (id) => this.gate.isBlocked(id),
+      selfPeerId: this.peerId,
+      bootstrap: options.peers,
+      redialMinMs: options.redialMinMs,
+      redialMaxMs: options.redialMaxMs,
+      log: options.log,
+    });
+  }
+
+  /** Builds the libp2p node; nothing listens until start(). */
+  static async create(options: TransportOptions): Promise<Transport> {
+    const gate = new PeerGate();
+    const node = await createMeshLibp2p({
+      privateKey: options.privateKey,
+      swarmKey: options.swarmKey,
+      listen: options.listen,
+      connectionGater: gate.gater,
+      gossipHeartbeatIntervalMs: options.gossipHeartbeatIntervalMs,
+      ipColocationFactorWeight: options.ipColocationFactorWeight,
+      gossipBytesMax: options.gossipBytesMax ?? options.requestBytesMax,
+    });
+    return new Transport(node, options, gate);
+  }
+
+  status(): TransportStatus {
+    return this.state;
+  }
+
+  async start(): Promise<void> {
+    if (this.state.code === 'started') return;
+    this.node.addEventListener('peer:connect', this.onConnect);
+    this.node.addEventListener('peer:disconnect', this.onDisconnect);
+    this.node.services.pubsub.addEventListener('message', this.onMessage);
+    await this.node.start();
+    for (const [name, handler] of this.requestHandlers) await this.register(name, handler);
+    for (const topic of this.gossipHandlers.keys()) this.node.services.pubsub.subscribe(topic);
+    this.state = { code: 'started', startedAtMs: Date.now() };
+    this.redialer.start();
+  }
+
+  /** Stops redialling, closes every connection and listener. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.state.code === 'stopped') return;
+    this.state = { code: 'stopped' };
+    this.redialer.stop();
+    this.node.services.pubsub.removeEventListener('message', this.onMessage);
+    await this.node.stop();
+    cancelAddressUpdate(this.node);
+    this.node.removeEventListener('peer:connect', this.onConnect);
+    this.node.removeEventListener('peer:disconnect', this.onDisconnect);
+  }
+
+  /** Listen addresses, each ending in /p2p/<peerId>. */
+  addresses(): string[] {
+    return this.node.getMultiaddrs().map((a) => a.toString());
+  }
+
+  /** PeerIds with at least one open connection, sorted. */
+  connectedPeers(): string[] {
+    return this.node.getPeers().map((p) => p.toString()).sort();
+  }
+
+  /** The gossip topic of a channel: /rankmesh/<meshId>/<channel>. */
+  topic(channel: string): string {
+    if (!/^[A-Za-z0-9_.-]+$/.test(channel)) throw new TransportError(`bad channel name ${JSON.stringify(channel)}`);
+    return `/rankmesh/${this.meshId}/${channel}`;
+  }
+
+  /** Signs and gossips `bytes` on the channel; resolves to how many peers it was sent to. */
+  async publish(channel: string, bytes: Uint8Array): Promise<{ recipients: number }> {
+    this.requireStarted();
+    const result = await this.node.services.pubsub.publish(this.topic(channel), bytes);
+    return { recipients: result.recipients.length };
+  }
+
+  /** Subscribes to a channel; returns the function that unsubscribes this handler. */
+  subscribe(channel: string, handler: GossipHandler): () => void {
+    const topic = this.topic(channel);
+    let handlers = this.gossipHandlers.get(topic);
+    if (handlers === undefined) {
+      handlers = new Set();
+      this.gossipHandlers.set(topic, handlers);
+      if (this.state.code === 'started') this.node.services.pubsub.subscribe(topic);
+    }
+    handlers.add(handler);
+    return () => {
+      const set = this.gossipHandlers.get(topic);
+      if (set === undefined || !set.delete(handler) || set.size > 0) return;
+      this.gossipHandlers.delete(topic);
+      if (this.state.code === 'started') this.node.services.pubsub.unsubscribe(topic);
+    };
+  }
+
+  /** Serves direct requests named `name` (one handler per name). */
+  async handle(name: string, handler: RequestHandler): Promise<void> {
+    this.protocol(name);
+    if (this.requestHandlers.has(name)) throw new TransportError(`a handler for ${name} is already registered`);
+    this.requestHandlers.set(name, handler);
+    if (this.state.code === 'started') await this.register(name, handler);
+  }
+
+  /** Sends one request to `peerId` and waits for its response; failures are values. */
+  async request(peerId: string, name: string, bytes: Uint8Array, options: { timeoutMs?: number } = {}): Promise<RequestResult> {
+    const protocol = this.protocol(name);
+    if (this.state.code !== 'started') return fail('stopped', 'transport is not started');
+    if (bytes.byteLength > this.options.requestBytesMax) return fail('too-large', `request larger than ${this.options.requestBytesMax} bytes`);
+    if (this.gate.isBlocked(peerId)) return fail('blocked', `peer ${peerId} is blocked`);
+    const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let stream;
+    try {
+      stream = await this.node.dialProtocol(parsePeerId(peerId), protocol, { signal });
+    } catch (err) {
+      if (signal.aborted) return fail('timeout', `no connection to ${peerId} within ${timeoutMs} ms`);
+      const name = (err as Error).name;
+      if (name === 'UnsupportedProtocolError') return fail('unsupported', `${peerId} does not serve ${protocol}`);
+      return fail('unreachable', (err as Error).message);
+    }
+    const onAbort = (): void => stream.abort(new Error('request timed out'));
+    signal.addEventListener('abort', onAbort);
+    try {
+      return await exchange(stream, bytes, this.options.requestBytesMax);
+    } catch (err) {
+      if (signal.aborted) return fail('timeout', `no response from ${peerId} within ${timeoutMs} ms`);
+      return fail('unreachable', (err as Error).message);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Round-trip time to `peerId` over libp2p ping, dialling it if needed. */
+  async ping(peerId: string, options: { timeoutMs?: number } = {}): Promise<PingResult> {
+    if (this.state.code !== 'started') return { ok: false, error: 'transport is not started' };
+    if (this.gate.isBlocked(peerId)) return { ok: false, error: `peer ${peerId} is blocked` };
+    const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
+    try {
+      const rttMs = await this.node.services.ping.ping(parsePeerId(peerId), { signal: AbortSignal.timeout(timeoutMs) });
+      return { ok: true, rttMs };
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
+  }
+
+  /** Dials a multiaddr now; resolves to the remote PeerId. */
+  async dial(address: string): Promise<string> {
+    this.requireStarted();
+    const connection = await this.node.dial(multiaddr(address));
+    return connection.remotePeer.toString();
+  }
+
+  /** Calls `listener` when a peer's first connection opens or its last one closes. */
+  onPeer(listener: (event: PeerEvent) => void): () => void {
+    this.peerListeners.add(listener);
+    return () => this.peerListeners.delete(listener);
+  }
+
+  /**
+   * Cuts this node's links to `peerIds`: new connections either way are refused and open
+   * ones are closed. For a symmetric cut, block on both sides.
+   */
+  async block(peerIds: Iterable<string>): Promise<void> {
+    const added = this.gate.block(peerIds);
+    await Promise.all(added.map((id) => this.node.hangUp(parsePeerId(id)).catch(() => undefined)));
+  }
+
+  /** Lifts the cut; the redial loop reconnects the peers it knows at once. */
+  unblock(peerIds: Iterable<string>): void {
+    this.redialer.retryNow(this.gate.unblock(peerIds));
+  }
+
+  blockedPeers(): string[] {
+    return this.gate.blocked();
+  }
+
+  private protocol(name: string): string {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new TransportError(`bad request name ${JSON.stringify(name)}`);
+    return `/rankmesh/${this.meshId}/rpc/${name}/1.0.0`;
+  }
+
+  private async register(name: string, handler: RequestHandler): Promise<void> {
+    await this.node.handle(this.protocol(name), (stream, connection) =>
+      serveRequest(stream, connection.remotePeer.toString(), handler, this.options.requestBytesMax, this.options.requestTimeoutMs),
+    );
+  }
+
+  private requireStarted(): void {
+    if (this.state.code !== 'started') throw new TransportError('transport is not started');
+  }
+
+  private readonly onMessage = (event: CustomEvent<import('@libp2p/gossipsub').Message>): void => {
+    const message = event.detail;
+    // StrictSign makes gossipsub reject unsigned messages and bad signatures before this point;
+    // the type check keeps that guarantee visible here.
+    if (message.type !== 'signed') return;
+    const handlers = this.gossipHandlers.get(message.topic);
+    if (handlers === undefined) return;
+    const from = message.from.toString();
+    for (const handler of handlers) {
+      try {
+        handler(from, message.data);
+      } catch (err) {
+        this.options.log.error({ err, topic: message.topic }, 'gossip handler threw');
+      }
+    }
+  };
+
+  private readonly onConnect = (event: CustomEvent<PeerId>): void => {
+    const peerId = event.detail.toString();
+    this.redialer.connected(peerId);
+    this.emitPeer({ type: 'connect', peerId });
+  };
+
+  private readonly onDisconnect = (event: CustomEvent<PeerId>): void => {
+    const peerId = event.detail.toString();
+    if (this.state.code === 'started') this.redialer.disconnected(peerId);
+    this.emitPeer({ type: 'disconnect', peerId });
+  };
+
+  private emitPeer(event: PeerEvent): void {
+    for (const listener of this.peerListeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.options.log.error({ err, event }, 'peer listener threw');
+      }
+    }
+  }
+}
+
+function fail(error: RequestFailure, message: string): RequestResult {
+  return { ok: false, error, message };
+}
+
+/**
+ * libp2p 3.3's address manager debounces a peer-store update by 1 s when a listener closes
+ * and has no stop() that cancels it, so every stopped node would hold its process for a
+ * second. Cancel it; the update is moot once the node is stopped.
+ */
+function cancelAddressUpdate(node: MeshLibp2p): void {
+  const components = (node as unknown as { components?: { addressManager?: { _updatePeerStoreAddresses?: { stop?: () => void } } } }).components;
+  components?.addressManager?._updatePeerStoreAddresses?.stop?.();
+}
+
+function parsePeerId(id: string): PeerId {
+  try {
+    return peerIdFromString(id);
+  } catch {
+    throw new TransportError(`not a PeerId: ${JSON.stringify(id)}`);
+  }
+}

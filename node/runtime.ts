@@ -1,0 +1,158 @@
+// One node's runtime: starts its pieces in order — storage (and its lock), identity and
+// secrets, libp2p, HTTP — and stops them in reverse. stop() leaves no timer, socket or file
+// handle behind, so the process can end on its own.
+import type { Server } from 'bun';
+import { isAbsolute, join, resolve } from 'node:path';
+import packageJson from '../package.json' with { type: 'json' };
+import { createApp } from './api/app.ts';
+import type { NodeInfo } from './api/status.ts';
+import type { Config } from './config.ts';
+import { loadOrCreateIdentity, newBootId } from './identity.ts';
+import type { Logger } from './log.ts';
+import { Transport } from './p2p/transport.ts';
+import { loadOrCreateToken, loadSwarmKey } from './secrets.ts';
+import { openStorage, type Storage } from './storage/database.ts';
+import { recordStart } from './storage/meta.ts';
+
+export const version: string = packageJson.version;
+
+export type RuntimeStatus =
+  | { code: 'stopped' }
+  | { code: 'starting' }
+  | { code: 'started'; node: StartedNode }
+  | { code: 'stopping' };
+
+/** What a started node is, for logs, tests and scripts. */
+export interface StartedNode {
+  peerId: string;
+  bootId: string;
+  httpUrl: string;
+  addresses: string[];
+  dataDir: string;
+  /** Where the bearer token lives when it was generated, undefined when it came from config. */
+  tokenFile: string | undefined;
+  keyFile: string;
+  starts: number;
+}
+
+export class Runtime {
+  private state: RuntimeStatus = { code: 'stopped' };
+  private storage: Storage | undefined;
+  private transportRef: Transport | undefined;
+  private server: Server<undefined> | undefined;
+
+  constructor(
+    readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  status(): RuntimeStatus {
+    return this.state;
+  }
+
+  /** The libp2p transport; present once started. */
+  get transport(): Transport {
+    if (this.transportRef === undefined) throw new Error('runtime is not started');
+    return this.transportRef;
+  }
+
+  async start(): Promise<StartedNode> {
+    if (this.state.code !== 'stopped') throw new Error(`cannot start a runtime that is ${this.state.code}`);
+    this.state = { code: 'starting' };
+    try {
+      const node = await this.startPieces();
+      this.state = { code: 'started', node };
+      return node;
+    } catch (err) {
+      await this.stopPieces();
+      this.state = { code: 'stopped' };
+      throw err;
+    }
+  }
+
+  /** Stops HTTP, then libp2p, then closes the database. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.state.code !== 'started') return;
+    this.state = { code: 'stopping' };
+    await this.stopPieces();
+    this.state = { code: 'stopped' };
+  }
+
+  private async startPieces(): Promise<StartedNode> {
+    const { config, log } = this;
+    const startedAtMs = Date.now();
+    const dataDir = resolve(config.dataDir);
+    // The lock comes first: a second process on this directory is refused before it reads
+    // or writes any other file there.
+    this.storage = openStorage(dataDir);
+    const identity = await loadOrCreateIdentity(dataDir);
+    const peerId = identity.peerId.toString();
+    const bootId = newBootId();
+    const defaultKeyFile = config.keyFile === '';
+    const keyFile = defaultKeyFile ? join(dataDir, 'swarm.key') : resolvePath(config.keyFile);
+    const swarm = loadSwarmKey(keyFile, defaultKeyFile);
+    const tokenFile = config.token === '' ? join(dataDir, 'token') : undefined;
+    const token = tokenFile === undefined ? config.token : loadOrCreateToken(tokenFile).token;
+    const start = recordStart(this.storage.db, peerId, bootId, startedAtMs);
+    if (start.previousPeerId !== undefined) log.warn({ previousPeerId: start.previousPeerId }, 'identity key changed since the last start');
+    if (identity.created) log.info({ peerId }, 'created a new identity key');
+    if (swarm.created) log.info({ keyFile }, 'created a new pre-shared key');
+
+    this.transportRef = await Transport.create({
+      privateKey: identity.privateKey,
+      swarmKey: swarm.key,
+      meshId: config.meshId,
+      listen: config.listen,
+      peers: config.peers,
+      gossipHeartbeatIntervalMs: config.gossipHeartbeatIntervalMs,
+      ipColocationFactorWeight: config.ipColocationFactorWeight,
+      requestTimeoutMs: config.requestTimeoutMs,
+      requestBytesMax: config.requestBytesMax,
+      redialMinMs: config.redialMinMs,
+      redialMaxMs: config.redialMaxMs,
+      log: log.child({ component: 'p2p' }),
+    });
+    const transport = this.transportRef;
+    transport.onPeer((event) => log.info({ peer: event.peerId }, event.type === 'connect' ? 'peer connected' : 'peer disconnected'));
+    await transport.start();
+
+    const info: NodeInfo = {
+      peerId,
+      bootId,
+      meshId: config.meshId,
+      worldSize: config.worldSize,
+      version,
+      startedAtMs,
+      addresses: () => transport.addresses(),
+      connectedPeers: () => transport.connectedPeers(),
+    };
+    const app = createApp({ info, db: this.storage.db, token, log: log.child({ component: 'http' }) });
+    const { hostname, port } = splitHostPort(config.httpAddr);
+    this.server = Bun.serve({ hostname, port, fetch: app.fetch });
+    const httpUrl = `http://${hostname}:${this.server.port}`;
+    return { peerId, bootId, httpUrl, addresses: transport.addresses(), dataDir, tokenFile, keyFile, starts: start.starts };
+  }
+
+  private async stopPieces(): Promise<void> {
+    if (this.server !== undefined) {
+      // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
+      await this.server.stop();
+      this.server = undefined;
+    }
+    if (this.transportRef !== undefined) {
+      await this.transportRef.stop();
+      this.transportRef = undefined;
+    }
+    this.storage?.close();
+    this.storage = undefined;
+  }
+}
+
+function resolvePath(path: string): string {
+  return isAbsolute(path) ? path : resolve(path);
+}
+
+function splitHostPort(address: string): { hostname: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  return { hostname: address.slice(0, colon), port: Number(address.slice(colon + 1)) };
+}
