@@ -59,6 +59,7 @@ export const settings = {
   requestBytesMax: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024).describe('Largest direct request or response, in bytes'),
   redialMinMs: z.number().int().min(1).default(250).describe('First back-off before redialling a lost peer'),
   redialMaxMs: z.number().int().min(1).default(10_000).describe('Longest back-off between redials of a lost peer'),
+  stopOnStdinEnd: z.boolean().default(false).describe('Stop when standard input closes, so a node never outlives the script that started it'),
 } as const;
 
 export const configSchema = z.object(settings).strict();
@@ -148,7 +149,7 @@ export function configReferenceMarkdown(): string {
   return ['| setting | flag | environment | type | default | description |', '|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
-type Kind = 'string' | 'number' | 'integer' | 'list' | 'enum';
+type Kind = 'string' | 'number' | 'integer' | 'list' | 'enum' | 'boolean';
 
 interface SettingInfo {
   kind: Kind;
@@ -170,6 +171,9 @@ function describe(name: SettingName): SettingInfo {
   } else if (inner instanceof z.ZodEnum) {
     kind = 'enum';
     type = (inner.options as string[]).join(' \\| ');
+  } else if (inner instanceof z.ZodBoolean) {
+    kind = 'boolean';
+    type = 'true \\| false';
   } else if (inner instanceof z.ZodNumber) {
     kind = inner.isInt ? 'integer' : 'number';
     type = kind;
@@ -181,6 +185,10 @@ function describe(name: SettingName): SettingInfo {
 function fromText(name: SettingName, text: string): unknown {
   const { kind } = describe(name);
   if (kind === 'list') return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (kind === 'boolean') {
+    const lower = text.trim().toLowerCase();
+    return lower === 'true' || lower === '1' ? true : lower === 'false' || lower === '0' ? false : text;
+  }
   if (kind === 'number' || kind === 'integer') {
     const trimmed = text.trim();
     return trimmed !== '' && Number.isFinite(Number(trimmed)) ? Number(trimmed) : text;

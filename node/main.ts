@@ -35,15 +35,20 @@ async function main(): Promise<number> {
   );
   if (node.tokenFile !== undefined) log.info({ tokenFile: node.tokenFile }, `bearer token for mutating routes is in ${node.tokenFile}`);
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  const reason = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
+    if (config.stopOnStdinEnd) {
+      process.stdin.once('end', () => resolve('standard input closed'));
+      process.stdin.resume();
+    }
   });
+  process.stdin.pause();
   // A second signal while stopping means "now": leave without waiting for the stop.
   const force = (): void => process.exit(1);
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
-  log.info({ signal }, 'stopping');
+  log.info({ reason }, 'stopping');
   await runtime.stop();
   log.info('stopped');
   process.off('SIGINT', force);
