@@ -1,6 +1,6 @@
 // Builds the stand-in libnccl (fixtures/fake-nccl.c) with gcc into a temp dir and binds its
 // recording hooks, plus a host-memory DeviceMemory whose streams are the fake's streams.
-import { dlopen, FFIType, ptr, toArrayBuffer, type Pointer } from 'bun:ffi';
+import { dlopen, FFIType, toArrayBuffer, type Pointer } from 'bun:ffi';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,9 @@ const HOOKS = {
   fake_stream_create: { args: [], returns: p },
   fake_stream_query: { args: [p], returns: i32 },
   fake_stream_destroy: { args: [p], returns: none },
+  fake_memcpy_async: { args: [p, p, u64, p], returns: i32 },
+  fake_host_alloc: { args: [u64], returns: p },
+  fake_host_free: { args: [p], returns: none },
   fake_config_sizeof: { args: [], returns: u64 },
   fake_config_offsetof: { args: [p], returns: i64 },
   fake_enum_value: { args: [p], returns: i64 },
@@ -120,16 +123,16 @@ export function buildFakeNccl(variant: FakeVariant = {}): FakeNccl {
 }
 
 function hostMemory(fn: ReturnType<typeof dlopen<typeof HOOKS>>['symbols']): DeviceMemory & { liveAllocations(): number } {
-  // Keeping the arrays referenced keeps their addresses valid while "device" code uses them.
-  const live = new Map<number, Uint8Array>();
+  // malloc'd outside the JS heap, where the garbage collector can neither move nor free it.
+  const live = new Map<number, number>();
   const alloc = (bytes: number): number => {
-    const mem = new Uint8Array(bytes);
-    const addr = ptr(mem);
-    live.set(addr, mem);
+    const addr = Number(fn.fake_host_alloc(bytes));
+    live.set(addr, bytes);
     return addr;
   };
   const release = (addr: number): void => {
     if (!live.delete(addr)) throw new Error(`free of unknown address ${addr}`);
+    fn.fake_host_free(addr as Pointer);
   };
   return {
     setDevice: () => undefined,
@@ -140,12 +143,11 @@ function hostMemory(fn: ReturnType<typeof dlopen<typeof HOOKS>>['symbols']): Dev
     freeDevice: release,
     allocHost: (bytes) => {
       const addr = alloc(bytes);
-      return { ptr: addr, view: live.get(addr) as Uint8Array };
+      return { ptr: addr, view: new Uint8Array(toArrayBuffer(addr as Pointer, 0, bytes)) };
     },
     freeHost: release,
-    copyAsync: (dst, src, bytes) => {
-      if (bytes === 0) return;
-      new Uint8Array(toArrayBuffer(dst as Pointer, 0, bytes)).set(new Uint8Array(toArrayBuffer(src as Pointer, 0, bytes)));
+    copyAsync: (dst, src, bytes, _kind, stream) => {
+      if (fn.fake_memcpy_async(dst as Pointer, src as Pointer, bytes, stream as Pointer) !== 0) throw new Error('fake stream copy queue full');
     },
     liveAllocations: () => live.size,
   };
