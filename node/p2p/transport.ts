@@ -160,6 +160,12 @@ export class Transport {
     };
   }
 
+  /** Peers known to be subscribed to the channel, sorted (gossip reaches them directly). */
+  subscribers(channel: string): string[] {
+    if (this.state.code !== 'started') return [];
+    return this.node.services.pubsub.getSubscribers(this.topic(channel)).map((p) => p.toString()).sort();
+  }
+
   /** Serves direct requests named `name` (one handler per name). */
   async handle(name: string, handler: RequestHandler): Promise<void> {
     this.protocol(name);
@@ -210,10 +216,11 @@ export class Transport {
     }
   }
 
-  /** Dials a multiaddr now; resolves to the remote PeerId. */
-  async dial(address: string): Promise<string> {
+  /** Dials a multiaddr now; resolves to the remote PeerId, rejects if it cannot connect. */
+  async dial(address: string, options: { timeoutMs?: number } = {}): Promise<string> {
     this.requireStarted();
-    const connection = await this.node.dial(multiaddr(address));
+    const signal = AbortSignal.timeout(options.timeoutMs ?? this.options.requestTimeoutMs);
+    const connection = await this.node.dial(multiaddr(address), { signal });
     return connection.remotePeer.toString();
   }
 
