@@ -3,6 +3,7 @@
 // connect, and direct requests, ping and the partition hook behave as the driver expects.
 import { afterEach, describe, expect, test } from 'bun:test';
 import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { PrivateKey } from '@libp2p/interface';
 import pino from 'pino';
 import { Transport } from '../../node/p2p/transport.ts';
 import { newSwarmKey } from '../../node/secrets.ts';
@@ -13,12 +14,12 @@ const log = pino({ level: 'silent' });
 const testTimeoutMs = 20_000;
 const running: Transport[] = [];
 
-async function startNode(swarmKey: Uint8Array, peers: string[] = []): Promise<Transport> {
+async function startNode(swarmKey: Uint8Array, peers: string[] = [], reuse?: { privateKey: PrivateKey; listen: string }): Promise<Transport> {
   const transport = await Transport.create({
-    privateKey: await generateKeyPair('Ed25519'),
+    privateKey: reuse?.privateKey ?? (await generateKeyPair('Ed25519')),
     swarmKey,
     meshId: 'mesh-test',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
+    listen: [reuse?.listen ?? '/ip4/127.0.0.1/tcp/0'],
     peers,
     gossipHeartbeatIntervalMs: 100,
     ipColocationFactorWeight: 0,
@@ -145,5 +146,20 @@ describe('mesh over libp2p', () => {
     b.unblock([a.peerId]);
     await waitFor('link restored by redial', () => a.connectedPeers().includes(b.peerId));
     expect(events.at(-1)).toBe(`connect:${b.peerId}`);
+  }, testTimeoutMs);
+
+  test('a bootstrap peer that goes away and comes back is redialled', async () => {
+    const key = newSwarmKey();
+    const privateKey = await generateKeyPair('Ed25519');
+    const first = await startNode(key, [], { privateKey, listen: '/ip4/127.0.0.1/tcp/0' });
+    const address = first.addresses()[0]!;
+    const b = await startNode(key, [address]);
+    await waitFor('b connected to its bootstrap peer', () => b.connectedPeers().includes(first.peerId));
+    await first.stop();
+    await waitFor('b saw the bootstrap peer go', () => b.connectedPeers().length === 0);
+    // Same key, same port: the host restarted. Nothing dials b; b's redial loop must find it.
+    const port = address.split('/')[4]!;
+    const again = await startNode(key, [], { privateKey, listen: `/ip4/127.0.0.1/tcp/${port}` });
+    await waitFor('b redialled the restarted peer', () => b.connectedPeers().includes(again.peerId));
   }, testTimeoutMs);
 });
