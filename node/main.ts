@@ -20,6 +20,9 @@ async function main(): Promise<number> {
   const { config } = loaded;
   const log = createLogger({ level: config.logLevel });
   for (const warning of loaded.warnings) log.warn(warning);
+  // A stray rejection inside a library (an aborted dial, a closed stream) is logged, not fatal:
+  // the node keeps serving, and the mesh above it decides whether the peer is healthy.
+  process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
 
   const runtime = new Runtime(config, log);
   let node;
