@@ -117,8 +117,9 @@ export class CpuCommunicator implements Communicator {
   allReduce<T extends CollectiveArray>(data: T, op: ReduceOp, opts?: CollectiveOptions): Promise<T> {
     if (op !== 'sum' && op !== 'max' && op !== 'min') return Promise.reject(new RangeError(`unknown reduce op ${String(op)}`));
     return this.run(`allReduce:${op}`, data, opts, async (ring, tag) => {
-      const result = data.slice() as T;
-      if (ring) await ring.allReduce(result, op, tag);
+      if (!ring) return data.slice() as T;
+      const result = new (data.constructor as new (n: number) => T)(data.length);
+      await ring.allReduce(data, result, op, tag);
       return result;
     });
   }

@@ -7,12 +7,13 @@
 // reaches the others through the mesh; every rank then calls createNcclCommunicator with
 // the same id. Memory and stream operations go through DeviceMemory, which is CUDA on a
 // GPU host (cudaDeviceMemory) and can be host memory where a test drives a stand-in NCCL.
-import type { CudaRuntime, DevicePtr, HostPtr, Stream } from '../cuda/runtime.ts';
+import { loadCudaRuntime, type CudaRuntime, type DevicePtr, type HostPtr, type Stream } from '../cuda/runtime.ts';
 import { MemcpyKind } from '../cuda/symbols.ts';
+import type { DiscoveryOptions } from '../discovery.ts';
 import { DeadlineExceededError, FfiArgumentError } from '../errors.ts';
 import { dataTypeOf, NCCL_UNIQUE_ID_BYTES, redOpOf, NcclRedOp, NcclDataType } from '../nccl/codes.ts';
 import { initNcclComm, type NcclComm } from '../nccl/comm.ts';
-import type { NcclLibrary } from '../nccl/library.ts';
+import { loadNccl, type NcclLibrary } from '../nccl/library.ts';
 import {
   CommAbortedError,
   type CollectiveArray,
@@ -47,8 +48,12 @@ export interface NcclCommunicatorOptions {
   readonly uniqueId: Uint8Array;
   /** CUDA device index this rank uses. */
   readonly device: number;
-  readonly nccl: NcclLibrary;
-  readonly memory: DeviceMemory;
+  /** The NCCL library; default loadNccl(libraries.nccl), opened once per process. */
+  readonly nccl?: NcclLibrary;
+  /** Device memory and streams; default CUDA via loadCudaRuntime(libraries.cudart). */
+  readonly memory?: DeviceMemory;
+  /** Library paths from config, used only for the defaults above. */
+  readonly libraries?: { readonly cudart?: DiscoveryOptions; readonly nccl?: DiscoveryOptions };
   /** Bound on init when the caller gives no deadline; default 60 s. */
   readonly initTimeoutMs?: number;
   /** Bound on a collective without opts.deadlineMs; default 30 s. */
@@ -58,8 +63,22 @@ export interface NcclCommunicatorOptions {
 }
 
 /** A fresh unique id; only the epoch's lowest active rank calls this. */
-export function createNcclUniqueId(nccl: NcclLibrary): Uint8Array {
+export function createNcclUniqueId(nccl: NcclLibrary = defaultNccl()): Uint8Array {
   return nccl.getUniqueId();
+}
+
+let sharedNccl: NcclLibrary | undefined;
+let sharedCuda: CudaRuntime | undefined;
+
+/** The process-wide libnccl (LibraryNotFoundError when there is none). */
+export function defaultNccl(opts: DiscoveryOptions = {}): NcclLibrary {
+  sharedNccl ??= loadNccl(opts);
+  return sharedNccl;
+}
+
+function defaultMemory(opts: DiscoveryOptions = {}): DeviceMemory {
+  sharedCuda ??= loadCudaRuntime(opts);
+  return cudaDeviceMemory(sharedCuda);
 }
 
 /** Initialises the communicator (polling, bounded) and returns it ready for collectives. */
@@ -75,11 +94,13 @@ export async function createNcclCommunicator(opts: NcclCommunicatorOptions): Pro
   if (opts.uniqueId.byteLength !== NCCL_UNIQUE_ID_BYTES) {
     throw new FfiArgumentError(`unique id must be ${NCCL_UNIQUE_ID_BYTES} bytes, got ${opts.uniqueId.byteLength}`);
   }
-  opts.memory.setDevice(opts.device);
-  const stream = opts.memory.createStream();
+  const nccl = opts.nccl ?? defaultNccl(opts.libraries?.nccl);
+  const memory = opts.memory ?? defaultMemory(opts.libraries?.cudart);
+  memory.setDevice(opts.device);
+  const stream = memory.createStream();
   let comm: NcclComm;
   try {
-    comm = await initNcclComm(opts.nccl, {
+    comm = await initNcclComm(nccl, {
       nranks: size,
       rank,
       uniqueId: opts.uniqueId,
@@ -88,10 +109,10 @@ export async function createNcclCommunicator(opts: NcclCommunicatorOptions): Pro
       config: { commName: `rankmesh-${opts.key.meshId}-g${opts.key.generation}-e${opts.key.epoch}` },
     });
   } catch (err) {
-    opts.memory.destroyStream(stream);
+    memory.destroyStream(stream);
     throw err;
   }
-  return new NcclCommunicator(opts, comm, stream);
+  return new NcclCommunicator(opts, memory, comm, stream);
 }
 
 /** DeviceMemory on the CUDA runtime. */
@@ -135,6 +156,7 @@ class NcclCommunicator implements Communicator {
 
   constructor(
     private readonly opts: NcclCommunicatorOptions,
+    private readonly memory: DeviceMemory,
     private readonly comm: NcclComm,
     private readonly stream: Stream,
   ) {
@@ -204,6 +226,9 @@ class NcclCommunicator implements Communicator {
     opts: CollectiveOptions | undefined,
     collective: (b: Buffers, type: NcclDataType, waitOpts: { deadlineMs: number; pollIntervalMs: number; cancelled: () => Error | null }) => Promise<void>,
   ): Promise<T> {
+    // CollectiveOptions.deadlineMs is a budget counted from this call (as the CPU backend
+    // reads it), so time spent queued behind earlier collectives counts against it.
+    const deadlineMs = Date.now() + (opts?.deadlineMs ?? this.opts.collectiveTimeoutMs ?? 30_000);
     const result = this.tail.catch(() => undefined).then(async () => {
       this.ensureUsable();
       const type = dataTypeOf(input);
@@ -211,16 +236,16 @@ class NcclCommunicator implements Communicator {
       const outBytes = outLength * input.BYTES_PER_ELEMENT;
       const b = this.ensureBuffers(Math.max(inBytes, outBytes, 8));
       const waitOpts = {
-        deadlineMs: opts?.deadlineMs ?? Date.now() + (this.opts.collectiveTimeoutMs ?? 30_000),
+        deadlineMs,
         pollIntervalMs: this.opts.pollIntervalMs ?? 0.2,
         cancelled: () => (this.abortReason === null ? null : new CommAbortedError(this.abortReason)),
       };
       try {
         b.staging.view.set(new Uint8Array(input.buffer, input.byteOffset, inBytes));
-        this.opts.memory.copyAsync(b.send, b.staging.ptr, inBytes, 'toDevice', this.stream);
+        this.memory.copyAsync(b.send, b.staging.ptr, inBytes, 'toDevice', this.stream);
         await collective(b, type, waitOpts);
         this.ensureUsable(); // abort() may have freed the buffers while the enqueue polled
-        this.opts.memory.copyAsync(b.staging.ptr, b.recv, outBytes, 'toHost', this.stream);
+        this.memory.copyAsync(b.staging.ptr, b.recv, outBytes, 'toHost', this.stream);
         await this.waitDone(what, waitOpts);
       } catch (err) {
         throw this.failed(what, err);
@@ -240,7 +265,7 @@ class NcclCommunicator implements Communicator {
       const cancelled = w.cancelled();
       if (cancelled !== null) throw cancelled;
       this.comm.healthy(`nccl ${what}`);
-      if (this.opts.memory.streamDone(this.stream)) return;
+      if (this.memory.streamDone(this.stream)) return;
       if (Date.now() >= w.deadlineMs) throw new DeadlineExceededError(`nccl ${what}`, Date.now() - startMs);
       await Bun.sleep(w.pollIntervalMs);
     }
@@ -265,7 +290,7 @@ class NcclCommunicator implements Communicator {
     this.releaseBuffers();
     // Round up to a power of two so a growing workload reallocates O(log n) times.
     const capacityBytes = 2 ** Math.ceil(Math.log2(bytes));
-    const m = this.opts.memory;
+    const m = this.memory;
     const send = m.allocDevice(capacityBytes);
     const recv = m.allocDevice(capacityBytes);
     const staging = m.allocHost(capacityBytes);
@@ -277,7 +302,7 @@ class NcclCommunicator implements Communicator {
     const b = this.buffers;
     if (b === null) return;
     this.buffers = null;
-    const m = this.opts.memory;
+    const m = this.memory;
     bestEffort(() => m.freeDevice(b.send));
     bestEffort(() => m.freeDevice(b.recv));
     bestEffort(() => m.freeHost(b.staging.ptr));
@@ -285,7 +310,7 @@ class NcclCommunicator implements Communicator {
 
   private release(): void {
     this.releaseBuffers();
-    bestEffort(() => this.opts.memory.destroyStream(this.stream));
+    bestEffort(() => this.memory.destroyStream(this.stream));
   }
 }
 

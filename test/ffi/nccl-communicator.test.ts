@@ -66,7 +66,11 @@ describe('NCCL communicator', () => {
     const memory = fake.hostMemory();
     const [c0, c1] = (await group(2, memory, 100)) as [Communicator, Communicator];
     const started = Date.now();
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 5); // the event loop must keep turning while NCCL is polled
     const err = await c0.allReduce(new Float32Array([1]), 'sum').catch((e) => e);
+    clearInterval(ticker);
+    expect(ticks).toBeGreaterThanOrEqual(5);
     expect(err).toBeInstanceOf(CommAbortedError);
     expect(String(err.reason)).toContain('did not complete');
     expect(Date.now() - started).toBeLessThan(3000);
@@ -75,6 +79,18 @@ describe('NCCL communicator', () => {
     c1.abort('test over');
     await c0.close(); // idempotent after abort
     expect(memory.liveAllocations()).toBe(0);
+  });
+
+  test('a per-call deadline is a budget from the call; missing it aborts the communicator', async () => {
+    const memory = fake.hostMemory();
+    const [c0, c1] = (await group(2, memory)) as [Communicator, Communicator];
+    expect([...(await Promise.all([c0.barrier({ deadlineMs: 1000 }), c1.allReduce(new Int32Array([1]), 'sum', { deadlineMs: 1000 })]))[1]!]).toEqual([1]);
+    const started = Date.now();
+    await expect(c1.allReduce(new Float32Array([1]), 'max', { deadlineMs: 40 })).rejects.toBeInstanceOf(CommAbortedError);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(35);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(fake.counters().aborts).toBe(1);
+    c0.abort('test over');
   });
 
   test('abort() during a pending collective rejects it at once', async () => {

@@ -86,8 +86,8 @@ export class ByteReader {
       }
     }
     if (offset < chunk.length) {
-      // Kept for a later read: copied, because the socket's receive buffer is not ours.
-      this.chunks.push(chunk.slice(offset));
+      // Kept for a later read without copying: Bun hands every data event a fresh buffer.
+      this.chunks.push(offset === 0 ? chunk : chunk.subarray(offset));
       this.bufferedBytes += chunk.length - offset;
       if (this.bufferedBytes > this.bufferedBytesMax && !this.paused) {
         this.paused = true;
@@ -134,19 +134,28 @@ export class ByteWriter {
   private readonly queue: Uint8Array[] = [];
   private idleWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private closedReason: string | null = null;
+  /** Set when bytes were written but never reached the kernel. */
+  private lostReason: string | null = null;
 
   constructor(private readonly socket: Socket<SocketSlot>) {}
 
   write(bytes: Uint8Array): void {
-    if (this.closedReason !== null) return;
     if (bytes.length === 0) return;
+    if (this.closedReason !== null) {
+      this.lostReason ??= this.closedReason;
+      return;
+    }
     this.queue.push(bytes);
     if (this.queue.length === 1) this.flush();
   }
 
-  /** Resolves when every written byte has been handed to the kernel. */
+  /**
+   * Resolves when every written byte has been handed to the kernel; rejects if some never
+   * will be. A socket closed after its last byte went out is not a failure: the peer may
+   * well have finished and hung up.
+   */
   idle(): Promise<void> {
-    if (this.closedReason !== null) return Promise.reject(new LinkClosedError(this.closedReason));
+    if (this.lostReason !== null) return Promise.reject(new LinkClosedError(this.lostReason));
     if (this.queue.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
   }
@@ -179,6 +188,7 @@ export class ByteWriter {
   close(reason: string): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    if (this.queue.length > 0) this.lostReason = reason;
     this.queue.length = 0;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];

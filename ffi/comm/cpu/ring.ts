@@ -56,23 +56,26 @@ export class Ring {
     private readonly options: RingOptions,
   ) {}
 
-  async allReduce<T extends CollectiveArray>(result: T, op: ReduceOp, tag: FrameTag): Promise<void> {
+  /** Ring all-reduce of `data` into `result` (same type and length; `data` is only read). */
+  async allReduce<T extends CollectiveArray>(data: T, result: T, op: ReduceOp, tag: FrameTag): Promise<void> {
     const n = this.size;
     const r = this.rank;
     const pieceElems = this.pieceElems(result);
     const scratch = new (result.constructor as new (length: number) => T)(Math.min(pieceElems, result.length));
-    // Reduce-scatter: segment r starts here; after n−1 steps, segment r+1 is complete here.
-    this.sendSegment(result, r, pieceElems, tag);
+    // Reduce-scatter: segment r starts here, straight from the caller's array; after n−1
+    // steps segment r+1 is complete here. Each segment is combined with this rank's data
+    // exactly once, so result = data ∘ incoming needs no initial copy of data.
+    this.sendSegment(data, r, pieceElems, tag);
     for (let s = 0; s < n - 1; s++) {
       const seg = mod(r - s - 1, n);
       for (const [lo, hi] of pieces(result.length, seg, n, pieceElems)) {
         const incoming = scratch.subarray(0, hi - lo) as T;
         await this.recv(bytesOf(incoming), tag);
-        const own = result.subarray(lo, hi) as T;
-        reduceInto(own, incoming, op);
+        const out = result.subarray(lo, hi) as T;
+        reduceInto(out, data.subarray(lo, hi) as T, incoming, op);
         // The reduced piece goes on at once: it is the next step's input on the next rank
         // (after the last step it is the first all-gather piece).
-        this.send(bytesOf(own), tag);
+        this.send(bytesOf(out), tag);
       }
     }
     // All-gather of the completed segments; the last one received is not forwarded.
