@@ -3,7 +3,7 @@ import { describe, expect, test } from 'bun:test';
 import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDART_SPEC, findCudart, findNccl, libraryCandidates, NCCL_SPEC } from '../../ffi/discovery.ts';
+import { CUDART_SPEC, defaultSitePackages, findCudart, findNccl, libraryCandidates, NCCL_SPEC } from '../../ffi/discovery.ts';
 import { LibraryNotFoundError } from '../../ffi/errors.ts';
 import { buildFakeNccl } from './fake-nccl.ts';
 
@@ -54,6 +54,16 @@ describe('candidate order', () => {
     expect(paths).toContain('/usr/local/cuda/lib64/libcudart.so.13');
     expect(paths).toContain('/usr/lib/x86_64-linux-gnu/libcudart.so.13');
     expect(paths).toContain('/usr/lib64/libcudart.so.13');
+  });
+});
+
+describe('pip wheel locations', () => {
+  test('venv layouts are searched beside python3\'s own site dirs', () => {
+    const venv = mkdtempSync(join(tmpdir(), 'rankmesh-venv-'));
+    mkdirSync(join(venv, 'lib', 'python3.12', 'site-packages'), { recursive: true });
+    const sites = defaultSitePackages({ VIRTUAL_ENV: venv });
+    expect(sites).toContain(join(venv, 'lib', 'python3.12', 'site-packages'));
+    if (Bun.which('python3') !== null) expect(sites.length).toBeGreaterThan(1);
   });
 });
 
