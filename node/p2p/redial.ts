@@ -72,6 +72,17 @@ export class Redialer {
     target.timer = undefined;
   }
 
+  /** Another peer told us of `peerId`: dial it now, and keep it like a peer met directly. */
+  learned(peerId: string): void {
+    if (peerId === this.options.selfPeerId) return;
+    let target = this.targets.find((t) => t.peerId === peerId);
+    if (target === undefined) {
+      target = { address: undefined, peerId, failures: 0, timer: undefined, dialing: false };
+      this.targets.push(target);
+    }
+    if (target.timer === undefined && !target.dialing) this.schedule(target, 0);
+  }
+
   /** The last connection to `peerId` closed: redial it after the first back-off. */
   disconnected(peerId: string): void {
     const target = this.targets.find((t) => t.peerId === peerId);

@@ -7,6 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { PeerGate } from './gate.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
+import { decodePeers, encodePeers, peerExchangeName } from './peer-exchange.ts';
 import { Redialer } from './redial.ts';
 import { exchange, serveRequest, type RequestFailure, type RequestHandler, type RequestResult } from './rpc.ts';
 
@@ -101,6 +102,7 @@ export class Transport {
     this.node.addEventListener('peer:disconnect', this.onDisconnect);
     this.node.services.pubsub.addEventListener('message', this.onMessage);
     await this.node.start();
+    await this.register(peerExchangeName, async () => encodePeers(await this.knownPeers()));
     for (const [name, handler] of this.requestHandlers) await this.register(name, handler);
     for (const topic of this.gossipHandlers.keys()) this.node.services.pubsub.subscribe(topic);
     this.state = { code: 'started', startedAtMs: Date.now() };
@@ -169,7 +171,7 @@ export class Transport {
   /** Serves direct requests named `name` (one handler per name). */
   async handle(name: string, handler: RequestHandler): Promise<void> {
     this.protocol(name);
-    if (this.requestHandlers.has(name)) throw new TransportError(`a handler for ${name} is already registered`);
+    if (name === peerExchangeName || this.requestHandlers.has(name)) throw new TransportError(`a handler for ${name} is already registered`);
     this.requestHandlers.set(name, handler);
     if (this.state.code === 'started') await this.register(name, handler);
   }
@@ -284,7 +286,61 @@ export class Transport {
     const peerId = event.detail.toString();
     this.redialer.connected(peerId);
     this.emitPeer({ type: 'connect', peerId });
+    void this.exchangePeers(peerId);
   };
+
+  /**
+   * Connected peers with their listen addresses as identify reported them to the peer store
+   * (an inbound connection's remote address is an ephemeral port nobody can dial), falling back
+   * to the remote address of an outbound connection.
+   */
+  private async knownPeers(): Promise<Array<{ peerId: string; addresses: string[] }>> {
+    const peers: Array<{ peerId: string; addresses: string[] }> = [];
+    for (const peer of this.node.getPeers()) {
+      const stored = await this.node.peerStore.get(peer).catch(() => undefined);
+      const addresses = stored?.addresses.map((a) => a.multiaddr.toString()) ?? [];
+      if (addresses.length === 0) {
+        for (const connection of this.node.getConnections(peer)) {
+          if (connection.direction === 'outbound') addresses.push(connection.remoteAddr.toString());
+        }
+      }
+      if (addresses.length > 0) peers.push({ peerId: peer.toString(), addresses: addresses.slice(0, 16) });
+    }
+    return peers;
+  }
+
+  /** Asks `peerId` whom it knows and dials the ones this node is not connected to. */
+  private async exchangePeers(peerId: string): Promise<void> {
+    const answer = await this.request(peerId, peerExchangeName, new Uint8Array());
+    if (!answer.ok) {
+      this.options.log.debug({ peer: peerId, error: answer.error, message: answer.message }, 'peer exchange failed');
+      return;
+    }
+    const peers = decodePeers(answer.bytes);
+    if (peers instanceof Error) {
+      this.options.log.warn({ peer: peerId, err: peers.message }, 'bad peer-exchange answer');
+      return;
+    }
+    for (const peer of peers) {
+      if (peer.peerId === this.peerId || this.gate.isBlocked(peer.peerId) || this.state.code !== 'started') continue;
+      let id: PeerId;
+      try {
+        id = peerIdFromString(peer.peerId);
+      } catch {
+        continue;
+      }
+      if (this.node.getConnections(id).length > 0) continue;
+      const addresses = peer.addresses.flatMap((a) => {
+        try {
+          return [multiaddr(a)];
+        } catch {
+          return [];
+        }
+      });
+      await this.node.peerStore.merge(id, { multiaddrs: addresses }).catch(() => undefined);
+      this.redialer.learned(peer.peerId);
+    }
+  }
 
   private readonly onDisconnect = (event: CustomEvent<PeerId>): void => {
     const peerId = event.detail.toString();

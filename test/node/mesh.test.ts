@@ -92,6 +92,8 @@ describe('mesh over libp2p', () => {
     await expectDeliveredToAll(nodes, left, 'membership', inbox, small);
     await expectDeliveredToAll(nodes, right, 'membership', inbox, large);
     await expectDeliveredToAll(nodes, hub, 'membership', inbox, large);
+    // Peer exchange through the hub connects the leaves to each other.
+    await waitFor('leaves connected to each other', () => left.connectedPeers().includes(right.peerId) && right.connectedPeers().includes(left.peerId));
   }, testTimeoutMs);
 
   test('a node with another pre-shared key cannot connect', async () => {
