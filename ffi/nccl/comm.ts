@@ -46,7 +46,8 @@ export async function initNcclComm(nccl: NcclLibrary, opts: NcclInitOptions): Pr
     handle.abort();
     throw err;
   }
-  void config.keepAlive; // the config's strings must live until init has been issued
+  // The config's strings stay referenced until here: NCCL's init thread may still read them.
+  void config.keepAlive;
   return handle;
 }
 

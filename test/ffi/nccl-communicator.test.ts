@@ -1,8 +1,9 @@
 // The NCCL Communicator end to end through bun:ffi on the stand-in NCCL and host memory: results of every collective across ranks, serialisation, deadline and abort paths, and orderly close.
 import { beforeEach, describe, expect, test } from 'bun:test';
 import { CommAbortedError, type Communicator, type EpochKey } from '../../ffi/comm/communicator.ts';
-import { createNcclCommunicator, createNcclUniqueId, type DeviceMemory } from '../../ffi/comm/nccl.ts';
-import { FfiArgumentError } from '../../ffi/errors.ts';
+import { createNcclCommunicator, createNcclUniqueId, cudaDeviceMemory, type DeviceMemory } from '../../ffi/comm/nccl.ts';
+import { loadCudaRuntime } from '../../ffi/cuda/runtime.ts';
+import { CudaError, FfiArgumentError } from '../../ffi/errors.ts';
 import { loadNccl } from '../../ffi/nccl/library.ts';
 import { buildFakeNccl } from './fake-nccl.ts';
 
@@ -118,5 +119,24 @@ describe('NCCL communicator', () => {
     const bad = { key, rank: 0, size: 2, meshRanks: [3, 1], uniqueId, device: 0, nccl, memory };
     await expect(createNcclCommunicator(bad)).rejects.toBeInstanceOf(FfiArgumentError);
     await expect(createNcclCommunicator({ ...bad, meshRanks: [1, 3], uniqueId: new Uint8Array(12) })).rejects.toBeInstanceOf(FfiArgumentError);
+  });
+
+  test('on CUDA memory without a driver, creation fails with the no-driver error before NCCL init', async () => {
+    const rt = loadCudaRuntime();
+    let gpu = false;
+    try {
+      gpu = rt.deviceCount() > 0;
+    } catch {
+      gpu = false;
+    }
+    if (gpu) {
+      console.log('[test/ffi] no-driver communicator case skipped: this host has a GPU');
+      return;
+    }
+    const uniqueId = createNcclUniqueId(nccl);
+    const err = await createNcclCommunicator({ key, rank: 0, size: 1, meshRanks: [0], uniqueId, device: 0, nccl, memory: cudaDeviceMemory(rt) }).catch((e) => e);
+    expect(err).toBeInstanceOf(CudaError);
+    expect(err.noDriver).toBe(true);
+    expect(fake.lastInit().api).toBe(0);
   });
 });
