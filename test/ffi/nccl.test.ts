@@ -87,10 +87,17 @@ describe('communicator init', () => {
   test('the by-value path is also taken on a new library when asked, with the same id bytes', async () => {
     const byValue = loadNccl({ explicitPath: fake.path, avoidInitRankScalable: true });
     const id = idOf(3);
-    const comm = await initNcclComm(byValue, { nranks: 1, rank: 0, uniqueId: id, ...fast });
-    expect(fake.lastInit().api).toBe(2);
+    // Two ranks, so a swapped nranks/rank register or a misplaced config pointer would show.
+    const pending0 = initNcclComm(byValue, { nranks: 2, rank: 0, uniqueId: id, ...fast });
+    const pending1 = initNcclComm(byValue, { nranks: 2, rank: 1, uniqueId: id, config: { commName: 'by-value' }, ...fast });
+    expect(fake.lastInit()).toEqual({ api: 2, nranks: 2, rank: 1, nId: 1 });
     expect(fake.lastId()).toEqual(id);
-    comm.abort();
+    const cfg = new DataView(fake.lastConfig().buffer);
+    expect(cfg.getUint32(8, true)).toBe(0xcafebeef);
+    expect(cfg.getBigUint64(48, true)).not.toBe(0n); // commName pointer arrived in the struct
+    const comms = await Promise.all([pending0, pending1]);
+    expect(comms.map((c) => [c.rank, c.nranks])).toEqual([[0, 2], [1, 2]]);
+    for (const c of comms) c.abort();
   });
 
   test('a rank that never gets its peers hits the deadline and is aborted', async () => {
