@@ -18,7 +18,10 @@ export interface EpochKey {
 }
 
 export interface CollectiveOptions {
-  /** Give up (and abort the communicator) if the collective has not completed by then. */
+  /**
+   * Time budget in milliseconds, counted from the call: if the collective has not completed
+   * within it, the communicator is aborted and the call rejects with CommAbortedError.
+   */
   readonly deadlineMs?: number;
 }
 
