@@ -1,0 +1,81 @@
+/**
+ * Configuration of one protocol core. All timing is in ticks: the runtime calls tick()
+ * every tickMs, the simulator whenever a node's virtual clock advances.
+ */
+
+export interface CoreConfig {
+  meshId: string;
+  /** This node's PeerId string. */
+  self: string;
+  /** Drawn anew at every process start; (self, bootId) is this incarnation. */
+  bootId: string;
+  /** Ranks in the mesh. Every node of a mesh must be configured with the same value. */
+  worldSize: number;
+  /** Seed of this core's PRNG (back-off jitter, heartbeat phase). */
+  seed: number;
+  /** Ticks between two heartbeats. */
+  heartbeatTicks?: number;
+  /** Silence after which a peer is suspected and probed directly. */
+  suspectTicks?: number;
+  /** Ticks to wait for a probe's result before treating it as failed. */
+  probeTimeoutTicks?: number;
+  /** A proposed change must stay the same this long before this node votes for it. */
+  settleTicks?: number;
+  /** A peer outside the view must be heard continuously this long before it is admitted. */
+  admitStableTicks?: number;
+  /** A reported peer must be heard continuously this long before the report is withdrawn. */
+  refuteTicks?: number;
+  /** An undecided change this old makes this node run a classic round. */
+  fallbackTicks?: number;
+  /** Random extra wait (0..this) before a classic round, so proposers rarely collide. */
+  fallbackJitterTicks?: number;
+  /** Ticks between re-sends of votes, prepares and accepts (gossip is best-effort). */
+  retransmitTicks?: number;
+  /** Minimum ticks between two catch-up requests or pushes to one peer. */
+  catchupTicks?: number;
+  /** Upper bound on the distinct observer reports needed to remove a member. */
+  reportThresholdMax?: number;
+  /** The formation proposal must stay the same this long before this node accepts it. */
+  formSettleTicks?: number;
+}
+
+export type ResolvedConfig = Required<CoreConfig>;
+
+export const DEFAULT_TIMING = {
+  heartbeatTicks: 2,
+  suspectTicks: 6,
+  probeTimeoutTicks: 3,
+  settleTicks: 2,
+  admitStableTicks: 4,
+  refuteTicks: 12,
+  fallbackTicks: 10,
+  fallbackJitterTicks: 10,
+  retransmitTicks: 4,
+  catchupTicks: 4,
+  reportThresholdMax: 3,
+  formSettleTicks: 3,
+} as const;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function resolveConfig(config: CoreConfig): ResolvedConfig {
+  const resolved: ResolvedConfig = { ...DEFAULT_TIMING, ...stripUndefined(config) } as ResolvedConfig;
+  const idPattern = /^[A-Za-z0-9._:+=-]+$/;
+  if (!idPattern.test(resolved.meshId) || resolved.meshId.length > 128) throw new ConfigError(`bad meshId ${JSON.stringify(resolved.meshId)}`);
+  if (!idPattern.test(resolved.self) || resolved.self.length > 128) throw new ConfigError(`bad self ${JSON.stringify(resolved.self)}`);
+  if (!idPattern.test(resolved.bootId) || resolved.bootId.length > 64) throw new ConfigError(`bad bootId ${JSON.stringify(resolved.bootId)}`);
+  if (!Number.isInteger(resolved.worldSize) || resolved.worldSize < 1 || resolved.worldSize > 1024) {
+    throw new ConfigError(`worldSize must be an integer in 1..1024, got ${resolved.worldSize}`);
+  }
+  for (const key of Object.keys(DEFAULT_TIMING) as (keyof typeof DEFAULT_TIMING)[]) {
+    const v = resolved[key];
+    if (!Number.isInteger(v) || v < (key === 'fallbackJitterTicks' ? 0 : 1)) throw new ConfigError(`${key} must be a positive integer, got ${v}`);
+  }
+  return resolved;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,280 @@
+/**
+ * Membership knowledge of one node: what it has heard from each peer, its own failure
+ * detector (suspicion, direct probe, report), the tally of every observer's reports, and
+ * the change it would propose from all of that.
+ *
+ * Cut detection follows Rapid: a member is put in a proposed cut only when at least
+ * reportThreshold(...) distinct active observers report it, so a single bad link (which
+ * makes just its two ends report each other) never evicts anyone.
+ */
+import type { ResolvedConfig } from './config.ts';
+import { reportThreshold } from './quorum.ts';
+import {
+  type Change,
+  type Incarnation,
+  type View,
+  activePeers,
+  incarnationKey,
+  sameIncarnation,
+} from './view.ts';
+import type { Role } from './wire.ts';
+
+export type Liveness = 'alive' | 'suspected' | 'reported';
+
+export interface PeerInfo {
+  readonly peerId: string;
+  /** The incarnation most recently heard from this peer. */
+  bootId: string;
+  role: Role;
+  ready: boolean;
+  rememberedRank: number;
+  closeRequested: boolean;
+  generation: number;
+  epoch: number;
+  lastHeardTick: number;
+  /** Start of the current stretch of hearing this incarnation without a silence > suspectTicks. */
+  heardSinceTick: number;
+  /** What the peer reported in its last heartbeat of this node's (generation, epoch). */
+  reports: readonly Incarnation[];
+}
+
+export interface HeartbeatFields {
+  bootId: string;
+  role: Role;
+  ready: boolean;
+  rememberedRank: number;
+  closeRequested: boolean;
+  reports: readonly Incarnation[];
+}
+
+export class Membership {
+  /** Invariant: keyed by peerId; never holds this node itself. */
+  readonly peers = new Map<string, PeerInfo>();
+  /** Peers probed directly, with the tick by which the result must arrive. */
+  private readonly probes = new Map<string, number>();
+  /** This node's reports in the current epoch, by incarnation key. */
+  private readonly myReports = new Map<string, Incarnation>();
+  /** Last tick a direct probe of each peer succeeded. */
+  private readonly probedOkTick = new Map<string, number>();
+  /** Tick the current view was committed (silence is measured from no earlier than this). */
+  private epochStartTick = 0;
+
+  constructor(private readonly config: ResolvedConfig) {}
+
+  /** Records a heartbeat (or formation message) from `from`; `sameEpoch` says whether its reports count. */
+  heard(from: string, now: number, generation: number, epoch: number, hb: HeartbeatFields | null, bootId: string): void {
+    let info = this.peers.get(from);
+    if (!info) {
+      info = {
+        peerId: from,
+        bootId,
+        role: 'forming',
+        ready: false,
+        rememberedRank: -1,
+        closeRequested: false,
+        generation,
+        epoch,
+        lastHeardTick: now,
+        heardSinceTick: now,
+        reports: [],
+      };
+      this.peers.set(from, info);
+    }
+    if (info.bootId !== bootId || now - info.lastHeardTick > this.config.suspectTicks) info.heardSinceTick = now;
+    info.bootId = bootId;
+    info.lastHeardTick = now;
+    info.generation = generation;
+    info.epoch = epoch;
+    if (hb) {
+      info.role = hb.role;
+      info.ready = hb.ready;
+      info.rememberedRank = hb.rememberedRank;
+      info.closeRequested = hb.closeRequested;
+      info.reports = hb.reports;
+    }
+    // A report is withdrawn once its subject has been heard without a gap for refuteTicks:
+    // long enough that a flapping peer stays reported, short enough that a healed link heals.
+    const key = incarnationKey({ peerId: from, bootId });
+    if (this.myReports.has(key) && now - info.heardSinceTick >= this.config.refuteTicks) this.myReports.delete(key);
+  }
+
+  /** Liveness alone (a message of another epoch still proves the peer's process is up). */
+  touch(from: string, bootId: string, now: number, generation: number, epoch: number): void {
+    this.heard(from, now, generation, epoch, null, bootId);
+  }
+
+  /** A new view was committed: reports and probes belong to the old epoch. */
+  resetEpoch(now: number): void {
+    this.myReports.clear();
+    this.probes.clear();
+    this.probedOkTick.clear();
+    this.epochStartTick = now;
+    for (const info of this.peers.values()) info.reports = [];
+  }
+
+  /** This node's own reports, for its heartbeat. */
+  reports(): Incarnation[] {
+    return [...this.myReports.values()];
+  }
+
+  /**
+   * One failure-detector step over every incarnation the view records. Returns the peers
+   * to probe now. A peer heard under a new bootId is reported at once (its old incarnation
+   * is gone); a silent one is probed first and reported only if the probe fails or times out.
+   */
+  detect(view: View, self: string, selfBootId: string, now: number): string[] {
+    const toProbe: string[] = [];
+    const subjects: Incarnation[] = [];
+    for (const h of view.ranks) if (h) subjects.push(h);
+    for (const s of view.spares) subjects.push(s);
+    for (const inc of subjects) {
+      const key = incarnationKey(inc);
+      if (this.myReports.has(key)) continue;
+      if (inc.peerId === self) {
+        if (inc.bootId !== selfBootId) this.myReports.set(key, inc);
+        continue;
+      }
+      const info = this.peers.get(inc.peerId);
+      if (info && info.bootId !== inc.bootId && now - info.lastHeardTick <= this.config.suspectTicks) {
+        this.myReports.set(key, inc);
+        this.probes.delete(inc.peerId);
+        continue;
+      }
+      const heard = info && info.bootId === inc.bootId ? info.lastHeardTick : -Infinity;
+      const lastHeard = Math.max(heard, this.probedOkTick.get(inc.peerId) ?? -Infinity);
+      const silentSince = Math.max(lastHeard, this.epochStartTick);
+      const deadline = this.probes.get(inc.peerId);
+      if (deadline !== undefined) {
+        if (now - silentSince <= this.config.suspectTicks) this.probes.delete(inc.peerId);
+        else if (now >= deadline) {
+          this.probes.delete(inc.peerId);
+          this.myReports.set(key, inc);
+        }
+        continue;
+      }
+      if (now - silentSince > this.config.suspectTicks) {
+        this.probes.set(inc.peerId, now + this.config.probeTimeoutTicks);
+        toProbe.push(inc.peerId);
+      }
+    }
+    return toProbe;
+  }
+
+  /** The result of a direct probe this node asked for. */
+  probeResult(view: View, peer: string, ok: boolean, now: number): void {
+    if (!this.probes.has(peer)) return;
+    this.probes.delete(peer);
+    const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
+    if (!inc) return;
+    if (ok) {
+      // The peer answered directly: its gossip is lost, not its process. Suspicion starts over.
+      this.probedOkTick.set(peer, now);
+    } else {
+      this.myReports.set(incarnationKey(inc), inc);
+    }
+  }
+
+  liveness(peerId: string, now: number, view: View | null): Liveness {
+    const info = this.peers.get(peerId);
+    const recorded = view?.ranks.find((h) => h?.peerId === peerId) ?? view?.spares.find((s) => s.peerId === peerId);
+    if (recorded && this.myReports.has(incarnationKey(recorded))) return 'reported';
+    if (!info || now - info.lastHeardTick > this.config.suspectTicks) return 'suspected';
+    return 'alive';
+  }
+
+  isAlive(peerId: string, now: number): boolean {
+    const info = this.peers.get(peerId);
+    return !!info && now - info.lastHeardTick <= this.config.suspectTicks;
+  }
+
+  /** For each reported incarnation, the distinct active observers (this node included) reporting it. */
+  reportCounts(view: View, self: string): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const observer of activePeers(view)) {
+      const reports = observer === self ? this.myReports.values() : (this.peers.get(observer)?.reports ?? []);
+      for (const r of reports) {
+        const key = incarnationKey(r);
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+    }
+    return counts;
+  }
+
+  /**
+   * The change this node would propose now, from what it knows. Deterministic in that
+   * knowledge, so nodes that know the same things propose identical changes (the fast path).
+   */
+  proposal(view: View, self: HeartbeatFields & { peerId: string; heardSinceTick: number }, closeRequested: boolean, now: number): Change {
+    const cfg = this.config;
+    const actives = new Set(activePeers(view));
+    const counts = this.reportCounts(view, self.peerId);
+    const remove: Incarnation[] = [];
+    if (counts.size > 0) {
+      for (const inc of [...view.ranks, ...view.spares]) {
+        if (!inc) continue;
+        const n = counts.get(incarnationKey(inc)) ?? 0;
+        if (n === 0) continue;
+        // Observers of an active member are the other active members; a restarted peer
+        // reporting its own old incarnation also counts, so a one-member mesh can recover.
+        const observers = Math.max(1, actives.size - (actives.has(inc.peerId) ? 1 : 0));
+        if (n >= reportThreshold(observers, cfg.reportThresholdMax)) remove.push(inc);
+      }
+    }
+    const removed = (inc: Incarnation | null) => !!inc && remove.some((r) => sameIncarnation(r, inc));
+    const ranksAfter = view.ranks.map((h) => (removed(h) ? null : h));
+    const sparesAfter = view.spares.filter((s) => !removed(s));
+
+    // Peers outside the view that have been heard long enough to be considered.
+    interface Candidate { peerId: string; bootId: string; ready: boolean; rememberedRank: number }
+    const outsiders: Candidate[] = [];
+    const consider = (c: Candidate & { heardSinceTick: number }) => {
+      if (ranksAfter.some((h) => h?.peerId === c.peerId)) return;
+      if (sparesAfter.some((s) => s.peerId === c.peerId)) return;
+      if (now - c.heardSinceTick < cfg.admitStableTicks) return;
+      outsiders.push(c);
+    };
+    for (const info of this.peers.values()) {
+      if (info.role === 'forming' || !this.isAlive(info.peerId, now)) continue;
+      if (info.generation !== view.generation || info.epoch !== view.epoch) continue;
+      consider(info);
+    }
+    consider({ ...self, peerId: self.peerId });
+    outsiders.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
+
+    const free: number[] = [];
+    ranksAfter.forEach((h, r) => {
+      if (!h) free.push(r);
+    });
+    const admit: { rank: number; peerId: string; bootId: string }[] = [];
+    const placed = new Set<string>();
+    const take = (rank: number, c: Incarnation) => {
+      admit.push({ rank, peerId: c.peerId, bootId: c.bootId });
+      placed.add(c.peerId);
+      free.splice(free.indexOf(rank), 1);
+    };
+    // 1. A returning peer gets its old rank back when that rank is free.
+    for (const c of outsiders) {
+      if (c.ready && free.includes(c.rememberedRank)) take(c.rememberedRank, c);
+    }
+    // 2. Ready spares fill the lowest free ranks, in peerId order.
+    for (const s of sparesAfter) {
+      const info = s.peerId === self.peerId ? self : this.peers.get(s.peerId);
+      if (free.length === 0) break;
+      if (info && info.bootId === s.bootId && info.ready && (s.peerId === self.peerId || this.isAlive(s.peerId, now))) {
+        take(free[0] as number, s);
+      }
+    }
+    // 3. Then ready joiners, in peerId order.
+    for (const c of outsiders) {
+      if (free.length === 0) break;
+      if (c.ready && !placed.has(c.peerId)) take(free[0] as number, c);
+    }
+    // 4. Everyone else outside the view waits as a spare.
+    const addSpares = outsiders.filter((c) => !placed.has(c.peerId)).map((c) => ({ peerId: c.peerId, bootId: c.bootId }));
+
+    // Never agree a view with no active member: nobody could change it again.
+    const activeAfter = ranksAfter.filter((h) => h !== null).length + admit.length;
+    if (activeAfter === 0) return { remove: [], admit: [], addSpares: [], close: closeRequested };
+    return { remove, admit, addSpares, close: closeRequested };
+  }
+}

@@ -1,0 +1,498 @@
+/**
+ * RawNode: the protocol core of one mesh node, a deterministic state machine in the style
+ * of etcd's raft. The driver (the runtime in node/, or the simulator in mesh/sim/) calls
+ * tick() every tick, step() for every decoded message and probeResult() for every probe
+ * it was asked to make, then collects ready(): it must persist `persist` durably BEFORE it
+ * sends `messages` and performs `actions`, and then call advance().
+ *
+ * The node is in one phase at a time and each phase has its own handlers:
+ *   forming  — no view yet: formation of the generation's first view (forming.ts);
+ *   member   — holds a rank in the current view with this incarnation;
+ *   spare    — listed as a hot spare of the current view;
+ *   outsider — knows the view but is not in it (a joiner, or a restarted incarnation
+ *              whose old incarnation still holds its rank until a view change removes it);
+ *   closed   — the mesh is closed; nothing changes any more.
+ */
+import { Agreement, type AcceptorState, freshAcceptor } from './agreement.ts';
+import { type CoreConfig, ConfigError, type ResolvedConfig, resolveConfig } from './config.ts';
+import { Formation, type FormCandidate, type FormState } from './forming.ts';
+import { type Liveness, Membership } from './membership.ts';
+import { Prng } from './prng.ts';
+import {
+  type Change,
+  type Incarnation,
+  type View,
+  activeMask,
+  applyChange,
+  changeKey,
+  firstView,
+  isEmptyChange,
+  recordedIncarnation,
+  viewDigest,
+  viewProblem,
+} from './view.ts';
+import { type Body, type Message, type Role, WIRE_VERSION } from './wire.ts';
+
+export type { CoreConfig } from './config.ts';
+
+/** Everything the node must find again after a restart. */
+export interface PersistentState {
+  readonly meshId: string;
+  /** The generation this node belongs to (or is forming). */
+  readonly generation: number;
+  /** The last committed view, or null before the first one. */
+  readonly view: View | null;
+  /** The rank this peer last held, -1 if none: formation and re-admission prefer it. */
+  readonly rememberedRank: number;
+  /** Acceptor state of the current epoch's agreement. */
+  readonly acceptor: AcceptorState | null;
+  /** Formation progress while there is no view. */
+  readonly form: FormState | null;
+}
+
+export type Outbound = { kind: 'gossip'; msg: Message } | { kind: 'direct'; to: string; msg: Message };
+
+export type Action =
+  /** Probe `peer` directly (e.g. libp2p ping) and report with probeResult(). */
+  | { kind: 'probe'; peer: string }
+  /** A new view was committed (or learned by catch-up). */
+  | { kind: 'viewCommitted'; view: View }
+  /** The mesh is closed: spares and outsiders exit 0; members stop after a grace period. */
+  | { kind: 'closed'; view: View };
+
+export interface Ready {
+  /** Write durably BEFORE sending `messages` (null: nothing changed). */
+  readonly persist: PersistentState | null;
+  readonly messages: readonly Outbound[];
+  readonly actions: readonly Action[];
+}
+
+export type Phase = 'forming' | 'member' | 'spare' | 'outsider' | 'closed';
+
+export interface MemberInfo {
+  readonly peerId: string;
+  readonly bootId: string;
+  readonly role: Role;
+  readonly liveness: Liveness;
+  readonly ready: boolean;
+  readonly lastHeardTick: number;
+}
+
+export interface Counters {
+  /** Messages of an older generation/epoch, ignored. */
+  stale: number;
+  /** Messages of a newer generation/epoch, answered by a catch-up request. */
+  future: number;
+  /** Messages refused, by reason. */
+  rejected: Record<string, number>;
+}
+
+export class RawNode {
+  readonly config: ResolvedConfig;
+  private readonly prng: Prng;
+  private readonly membership: Membership;
+  private now = 0;
+  private generation: number;
+  private currentView: View | null = null;
+  private rememberedRank: number;
+  private formation: Formation | null = null;
+  private agreement: Agreement | null = null;
+  private readyFlag = false;
+  private closeRequested = false;
+  private readonly heartbeatPhase: number;
+  private ownChangeKey = '';
+  private ownChangeSinceTick = 0;
+  private lastFormSendTick = -Infinity;
+  private readonly lastCatchupTick = new Map<string, number>();
+  private readonly lastPushTick = new Map<string, number>();
+  readonly counters: Counters = { stale: 0, future: 0, rejected: {} };
+
+  // Output of the current batch; handed out by ready().
+  private dirty = false;
+  private messages: Outbound[] = [];
+  private actions: Action[] = [];
+  private handedOut = false;
+
+  constructor(config: CoreConfig, restored?: PersistentState) {
+    this.config = resolveConfig(config);
+    if (restored && restored.meshId !== this.config.meshId) {
+      throw new ConfigError(`stored state is for mesh ${restored.meshId}, this node is configured for ${this.config.meshId}`);
+    }
+    if (restored?.view && viewProblem(restored.view)) throw new ConfigError(`stored view is invalid: ${viewProblem(restored.view)}`);
+    this.prng = new Prng(this.config.seed);
+    this.membership = new Membership(this.config);
+    this.heartbeatPhase = this.prng.int(0, this.config.heartbeatTicks - 1);
+    this.rememberedRank = restored?.rememberedRank ?? -1;
+    const view = restored?.view ?? null;
+    if (view && !view.closed) {
+      this.generation = view.generation;
+      this.currentView = view;
+      const acc = restored?.acceptor;
+      const state = acc && acc.generation === view.generation && acc.epoch === view.epoch ? acc : freshAcceptor(view);
+      this.agreement = this.newAgreement(view, state);
+    } else {
+      // No view, or the last one closed: form the next generation.
+      this.generation = view ? view.generation + 1 : Math.max(1, restored?.generation ?? 1);
+      const form = restored?.form;
+      this.formation = new Formation(this.config, form && form.generation === this.generation ? form : { generation: this.generation, round: 0, vote: null });
+    }
+    this.dirty = true;
+  }
+
+  // ---- inputs ----
+
+  /** One logical tick. */
+  tick(): void {
+    this.now++;
+    if (this.now % this.config.heartbeatTicks === this.heartbeatPhase) this.gossip(this.heartbeat());
+    switch (this.phase()) {
+      case 'forming':
+        return this.tickForming();
+      case 'closed':
+        return;
+      default:
+        return this.tickWithView();
+    }
+  }
+
+  /** A decoded message; `from` is the sender's PeerId as the transport authenticated it. */
+  step(from: string, msg: Message): void {
+    if (from === this.config.self) return this.reject('message from this node itself');
+    if (msg.meshId !== this.config.meshId) return this.reject('message of another mesh');
+    const body = msg.body;
+    if (body.type === 'viewReq') return this.pushView(from, true);
+    if (body.type === 'viewResp') return this.onViewResp(from, body.view);
+    const myEpoch = this.currentView?.epoch ?? 0;
+    const order = compareEpoch(msg.generation, msg.epoch, this.generation, myEpoch);
+    if (order !== 0) {
+      if (body.type === 'hb' || body.type === 'form') this.membership.touch(from, body.bootId, this.now, msg.generation, msg.epoch);
+      if (order < 0) {
+        this.counters.stale++;
+        return this.pushView(from, false);
+      }
+      this.counters.future++;
+      if (this.phase() === 'forming' && msg.epoch === 0) return this.adoptGeneration(msg.generation);
+      return this.requestView(from);
+    }
+    if (this.phase() === 'forming') return this.stepForming(from, msg);
+    return this.stepWithView(from, msg);
+  }
+
+  /** The result of a probe this node asked for with a {kind: 'probe'} action. */
+  probeResult(peer: string, ok: boolean): void {
+    if (this.currentView) this.membership.probeResult(this.currentView, peer, ok, this.now);
+  }
+
+  /** This node finished warming up and may be given a rank (announced in heartbeats). */
+  markReady(): void {
+    this.readyFlag = true;
+  }
+
+  /** Propose closing the mesh; the close commits as a view change like any other. */
+  requestClose(): void {
+    this.closeRequested = true;
+  }
+
+  // ---- outputs ----
+
+  hasReady(): boolean {
+    return this.dirty || this.messages.length > 0 || this.actions.length > 0;
+  }
+
+  ready(): Ready {
+    if (this.handedOut) throw new Error('RawNode.ready() called again before advance()');
+    this.handedOut = true;
+    const rd: Ready = { persist: this.dirty ? this.snapshot() : null, messages: this.messages, actions: this.actions };
+    this.dirty = false;
+    this.messages = [];
+    this.actions = [];
+    return rd;
+  }
+
+  /** The driver persisted and sent the last ready(). */
+  advance(): void {
+    this.handedOut = false;
+  }
+
+  // ---- queries ----
+
+  phase(): Phase {
+    const view = this.currentView;
+    if (!view) return 'forming';
+    if (view.closed) return 'closed';
+    const mine = recordedIncarnation(view, this.config.self);
+    if (mine && mine.bootId === this.config.bootId) return view.ranks.some((h) => h === mine) ? 'member' : 'spare';
+    return 'outsider';
+  }
+
+  view(): View | null {
+    return this.currentView;
+  }
+
+  generationNumber(): number {
+    return this.generation;
+  }
+
+  /** The rank this incarnation holds in the current view, or -1. */
+  rank(): number {
+    const view = this.currentView;
+    if (!view) return -1;
+    return view.ranks.findIndex((h) => h?.peerId === this.config.self && h.bootId === this.config.bootId);
+  }
+
+  /** Hex encoding of the current view's active-rank mask ("0" without a view). */
+  maskHex(): string {
+    return this.currentView ? activeMask(this.currentView).toHex() : '0';
+  }
+
+  members(): MemberInfo[] {
+    return [...this.membership.peers.values()]
+      .map((p) => ({
+        peerId: p.peerId,
+        bootId: p.bootId,
+        role: p.role,
+        liveness: this.membership.liveness(p.peerId, this.now, this.currentView),
+        ready: p.ready,
+        lastHeardTick: p.lastHeardTick,
+      }))
+      .sort((a, b) => (a.peerId < b.peerId ? -1 : 1));
+  }
+
+  /** Whether a view change is under way (votes seen or a change proposed, not yet decided). */
+  pendingChange(): boolean {
+    return !!this.agreement?.pending();
+  }
+
+  currentTick(): number {
+    return this.now;
+  }
+
+  // ---- phase: forming ----
+
+  private tickForming(): void {
+    const formation = this.formation;
+    if (!formation) return;
+    const self: FormCandidate = { peerId: this.config.self, bootId: this.config.bootId, rememberedRank: this.rememberedRank };
+    const candidates: FormCandidate[] = [self];
+    for (const p of this.membership.peers.values()) {
+      if (p.role !== 'forming' || p.generation !== this.generation || p.epoch !== 0) continue;
+      if (this.membership.isAlive(p.peerId, this.now)) candidates.push(p);
+    }
+    const result = formation.step(self, candidates, this.now);
+    if (result.kind === 'commit') return this.install(firstView(this.config.meshId, this.generation, result.ranks));
+    if (result.kind === 'vote') {
+      this.dirty = true;
+      // Only a vote (accept or pass) is news: "moved to round r" alone must not read as a pass.
+      if (result.state.vote) this.sendForm();
+    } else if (this.now - this.lastFormSendTick >= this.config.retransmitTicks && formation.state.vote) {
+      this.sendForm();
+    }
+  }
+
+  private stepForming(from: string, msg: Message): void {
+    const body = msg.body;
+    if (body.type === 'hb') return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
+    if (body.type === 'form') {
+      if (body.worldSize !== this.config.worldSize) return this.reject('formation with another worldSize');
+      this.membership.touch(from, body.bootId, this.now, msg.generation, msg.epoch);
+      this.formation?.heard(from, { bootId: body.bootId, round: body.round, value: body.value });
+      return;
+    }
+    this.reject(`${body.type} while forming`);
+  }
+
+  private sendForm(): void {
+    const state = this.formation?.state;
+    if (!state) return;
+    this.lastFormSendTick = this.now;
+    this.gossip({ type: 'form', bootId: this.config.bootId, worldSize: this.config.worldSize, round: state.round, value: state.vote?.value ?? null });
+  }
+
+  private adoptGeneration(generation: number): void {
+    if (generation <= this.generation) return;
+    this.generation = generation;
+    this.formation = new Formation(this.config, { generation, round: 0, vote: null });
+    this.dirty = true;
+  }
+
+  // ---- phases with a view: member, spare, outsider ----
+
+  private tickWithView(): void {
+    const view = this.currentView;
+    const agreement = this.agreement;
+    if (!view || !agreement) return;
+    let own: Change | null = null;
+    if (agreement.acceptors.has(this.config.self)) {
+      for (const peer of this.membership.detect(view, this.config.self, this.config.bootId, this.now)) {
+        this.actions.push({ kind: 'probe', peer });
+      }
+      own = this.settledChange(view);
+    }
+    agreement.tick(this.now, own);
+  }
+
+  /** This node's proposal, once it has stayed the same for settleTicks; null if none. */
+  private settledChange(view: View): Change | null {
+    const close = this.closeRequested || [...this.membership.peers.values()].some((p) => p.closeRequested && p.epoch === view.epoch && p.generation === view.generation && this.membership.isAlive(p.peerId, this.now));
+    const self = { peerId: this.config.self, ...this.heartbeatFields(), heardSinceTick: 0 };
+    const change = this.membership.proposal(view, self, close, this.now);
+    if (isEmptyChange(change)) {
+      this.ownChangeKey = '';
+      return null;
+    }
+    const key = changeKey(change);
+    if (key !== this.ownChangeKey) {
+      this.ownChangeKey = key;
+      this.ownChangeSinceTick = this.now;
+    }
+    return this.now - this.ownChangeSinceTick >= this.config.settleTicks ? change : null;
+  }
+
+  private stepWithView(from: string, msg: Message): void {
+    const view = this.currentView;
+    const agreement = this.agreement;
+    if (!view || !agreement) return;
+    const body = msg.body;
+    switch (body.type) {
+      case 'hb':
+        if (body.digest !== viewDigest(view)) this.reject('heartbeat with another view of this epoch');
+        return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
+      case 'vote':
+        return agreement.onVote(from, body.ballot, body.change, this.now);
+      case 'prepare':
+        return agreement.onPrepare(from, body.ballot, this.now);
+      case 'promise':
+        return agreement.onPromise(from, body.ballot, body.votedBallot, body.voted, this.now);
+      case 'accept':
+        return agreement.onAccept(from, body.ballot, body.change, this.now);
+      case 'decide':
+        return this.commit(body.change, false);
+      case 'form':
+        return this.reject('form message after formation');
+    }
+  }
+
+  private commit(change: Change, announce: boolean): void {
+    const view = this.currentView;
+    if (!view || view.closed) return;
+    if (announce) this.gossip({ type: 'decide', change });
+    this.install(applyChange(view, change));
+  }
+
+  // ---- catch-up ----
+
+  private requestView(peer: string): void {
+    const last = this.lastCatchupTick.get(peer) ?? -Infinity;
+    if (this.now - last < this.config.catchupTicks) return;
+    this.lastCatchupTick.set(peer, this.now);
+    this.direct(peer, { type: 'viewReq' });
+  }
+
+  /** Sends our view to a peer that asked (always) or that we saw lagging (rate-limited). */
+  private pushView(peer: string, asked: boolean): void {
+    const view = this.currentView;
+    if (!view) return;
+    if (!asked) {
+      const last = this.lastPushTick.get(peer) ?? -Infinity;
+      if (this.now - last < this.config.catchupTicks) return;
+      this.lastPushTick.set(peer, this.now);
+    }
+    this.direct(peer, { type: 'viewResp', view });
+  }
+
+  private onViewResp(from: string, view: View): void {
+    if (view.meshId !== this.config.meshId) return this.reject('view of another mesh');
+    const problem = viewProblem(view);
+    if (problem) return this.reject(`invalid view: ${problem}`);
+    const mine = this.currentView;
+    const order = compareEpoch(view.generation, view.epoch, this.generation, mine?.epoch ?? 0);
+    if (order <= 0) return;
+    if (!mine && view.generation < this.generation) return;
+    this.install(view);
+  }
+
+  // ---- common ----
+
+  private install(view: View): void {
+    this.currentView = view;
+    this.generation = view.generation;
+    this.formation = null;
+    const rank = this.rank();
+    if (rank >= 0) this.rememberedRank = rank;
+    this.agreement = view.closed ? null : this.newAgreement(view, freshAcceptor(view));
+    this.membership.resetEpoch(this.now);
+    this.ownChangeKey = '';
+    this.dirty = true;
+    this.actions.push({ kind: 'viewCommitted', view });
+    if (view.closed) this.actions.push({ kind: 'closed', view });
+  }
+
+  private newAgreement(view: View, state: AcceptorState): Agreement {
+    return new Agreement(this.config, view, this.config.self, state, {
+      gossip: (body) => this.gossip(body),
+      direct: (to, body) => this.direct(to, body),
+      persist: () => {
+        this.dirty = true;
+      },
+      decided: (change) => this.commit(change, true),
+      jitter: () => this.prng.int(0, this.config.fallbackJitterTicks),
+      count: (reason) => this.reject(reason),
+    });
+  }
+
+  private heartbeatFields() {
+    const view = this.currentView;
+    const phase = this.phase();
+    const role: Role = phase === 'closed' ? (this.rank() >= 0 ? 'member' : 'spare') : phase;
+    return {
+      bootId: this.config.bootId,
+      role,
+      ready: this.readyFlag,
+      rememberedRank: this.rememberedRank,
+      closeRequested: this.closeRequested,
+      reports: view && this.agreement?.acceptors.has(this.config.self) ? this.membership.reports() : [],
+    };
+  }
+
+  private heartbeat(): Body {
+    const view = this.currentView;
+    const f = this.heartbeatFields();
+    return { type: 'hb', ...f, digest: view ? viewDigest(view) : 0 };
+  }
+
+  private envelope(body: Body): Message {
+    return { v: WIRE_VERSION, meshId: this.config.meshId, generation: this.generation, epoch: this.currentView?.epoch ?? 0, body };
+  }
+
+  private gossip(body: Body): void {
+    this.messages.push({ kind: 'gossip', msg: this.envelope(body) });
+  }
+
+  private direct(to: string, body: Body): void {
+    this.messages.push({ kind: 'direct', to, msg: this.envelope(body) });
+  }
+
+  private reject(reason: string): void {
+    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
+  }
+
+  private snapshot(): PersistentState {
+    return {
+      meshId: this.config.meshId,
+      generation: this.generation,
+      view: this.currentView,
+      rememberedRank: this.rememberedRank,
+      acceptor: this.agreement?.acceptorState() ?? null,
+      form: this.formation?.state ?? null,
+    };
+  }
+}
+
+/** Orders (generation, epoch) pairs. */
+export function compareEpoch(genA: number, epochA: number, genB: number, epochB: number): number {
+  if (genA !== genB) return genA < genB ? -1 : 1;
+  if (epochA !== epochB) return epochA < epochB ? -1 : 1;
+  return 0;
+}
+
+export type { Incarnation, View };

@@ -1,0 +1,179 @@
+/**
+ * Cross-node safety checkers for the simulator. They sit outside the product code, see
+ * every persisted state and every committed view of every node, and throw a
+ * SafetyViolation the moment an invariant breaks:
+ *  - agreement: no two nodes commit different views for one (generation, epoch);
+ *  - quorum: a view of epoch e + 1 is committed only if a majority of the active members of
+ *    view e durably voted for the change that produces it (fastQuorum identical votes on
+ *    the fast path, a majority at one classic ballot otherwise); a first view only if every
+ *    one of its rank holders durably accepted it in one formation round; nothing follows a
+ *    closed view. A minority side cannot gather those votes, so it never advances;
+ *  - mask consistency: the active-rank mask is exactly the held ranks, in rank order, and
+ *    its hex encoding round-trips;
+ *  - no rank held by two incarnations: within a view no peer appears twice, and no two live
+ *    processes ever claim the same rank of the same (generation, epoch).
+ */
+import { fastQuorum, quorumSize } from '../quorum.ts';
+import { formKey } from '../forming.ts';
+import type { PersistentState } from '../rawnode.ts';
+import type { Message } from '../wire.ts';
+import {
+  type Change,
+  RankMask,
+  type View,
+  activeMask,
+  activePeers,
+  applyChange,
+  changeKey,
+  viewKey,
+  viewProblem,
+} from '../view.ts';
+
+export class SafetyViolation extends Error {
+  override name = 'SafetyViolation';
+}
+
+interface Votes {
+  readonly change: Change;
+  readonly voters: Set<string>;
+}
+
+export class Checkers {
+  /** Every committed view, by `${generation}:${epoch}`. */
+  readonly views = new Map<string, View>();
+  private readonly viewKeys = new Map<string, string>();
+  /** Votes sent (each backed by stored state), by `${generation}:${epoch}` → ballot → change key. */
+  private readonly votes = new Map<string, Map<number, Map<string, Votes>>>();
+  /** Formation acceptances sent, by `${generation}:${round}` → value key → peers. */
+  private readonly formAccepts = new Map<string, Map<string, Set<string>>>();
+  /** Rank claims of live processes: `${generation}:${epoch}:${rank}` → `${peer}/${boot}`. */
+  private readonly claims = new Map<string, string>();
+  commits = 0;
+  checks = 0;
+
+  /**
+   * A node sends `msg` after persisting `stored`. Votes and formation acceptances count
+   * toward quorums from here on; each must already be backed by the stored state
+   * (persist before send), or by a stored view that supersedes its epoch.
+   */
+  onSend(peerId: string, stored: PersistentState | undefined, msg: Message): void {
+    const body = msg.body;
+    if (body.type === 'vote') {
+      const acc = stored?.acceptor;
+      const superseded = !!stored?.view && compare(stored.view.generation, stored.view.epoch, msg.generation, msg.epoch) > 0;
+      const backed = !!acc && acc.generation === msg.generation && acc.epoch === msg.epoch && acc.votedBallot >= body.ballot && acc.promised >= body.ballot;
+      if (!superseded && !backed) throw new SafetyViolation(`persist before send: ${peerId} sent a vote at ${msg.generation}:${msg.epoch} ballot ${body.ballot} that its stored state does not hold`);
+      const epochKey = `${msg.generation}:${msg.epoch}`;
+      let byBallot = this.votes.get(epochKey);
+      if (!byBallot) this.votes.set(epochKey, (byBallot = new Map()));
+      let byChange = byBallot.get(body.ballot);
+      if (!byChange) byBallot.set(body.ballot, (byChange = new Map()));
+      const key = changeKey(body.change);
+      let entry = byChange.get(key);
+      if (!entry) byChange.set(key, (entry = { change: body.change, voters: new Set() }));
+      entry.voters.add(peerId);
+    } else if (body.type === 'form' && body.value) {
+      const form = stored?.form;
+      const superseded = !!stored?.view && stored.view.generation >= msg.generation;
+      const backed = !!form && form.generation === msg.generation && form.round >= body.round;
+      if (!superseded && !backed) throw new SafetyViolation(`persist before send: ${peerId} sent a formation acceptance its stored state does not hold`);
+      const roundKey = `${msg.generation}:${body.round}`;
+      let byValue = this.formAccepts.get(roundKey);
+      if (!byValue) this.formAccepts.set(roundKey, (byValue = new Map()));
+      const key = formKey(body.value);
+      let peers = byValue.get(key);
+      if (!peers) byValue.set(key, (peers = new Set()));
+      peers.add(peerId);
+    }
+  }
+
+  /** A node committed (or learned) `view`. */
+  onCommit(peerId: string, view: View): void {
+    this.checks++;
+    const key = `${view.generation}:${view.epoch}`;
+    const vkey = viewKey(view);
+    const known = this.viewKeys.get(key);
+    if (known !== undefined) {
+      if (known !== vkey) throw new SafetyViolation(`agreement: ${peerId} committed ${vkey}, but ${known} was committed for ${key}`);
+      return;
+    }
+    const problem = viewProblem(view);
+    if (problem) throw new SafetyViolation(`invalid view ${key} committed by ${peerId}: ${problem}`);
+    checkMask(view);
+    if (view.epoch === 1) this.justifyFirst(peerId, view);
+    else this.justifyChange(peerId, view);
+    this.views.set(key, view);
+    this.viewKeys.set(key, vkey);
+    this.commits++;
+  }
+
+  /** A live process's current claim to a rank; called after every event it handles. */
+  onClaim(peerId: string, bootId: string, view: View | null, rank: number): void {
+    if (!view || rank < 0) return;
+    const holder = view.ranks[rank];
+    if (!holder || holder.peerId !== peerId || holder.bootId !== bootId) {
+      throw new SafetyViolation(`${peerId}/${bootId} claims rank ${rank} of ${view.generation}:${view.epoch}, held by ${holder ? `${holder.peerId}/${holder.bootId}` : 'nobody'}`);
+    }
+    const key = `${view.generation}:${view.epoch}:${rank}`;
+    const inc = `${peerId}/${bootId}`;
+    const other = this.claims.get(key);
+    if (other !== undefined && other !== inc) throw new SafetyViolation(`rank ${key} claimed by ${other} and ${inc}`);
+    this.claims.set(key, inc);
+  }
+
+  /** The committed view with the highest (generation, epoch), if any. */
+  latest(): View | null {
+    let best: View | null = null;
+    for (const v of this.views.values()) {
+      if (!best || v.generation > best.generation || (v.generation === best.generation && v.epoch > best.epoch)) best = v;
+    }
+    return best;
+  }
+
+  private justifyFirst(peerId: string, view: View): void {
+    const key = formKey(view.ranks as NonNullable<View['ranks'][number]>[]);
+    const holders = view.ranks.map((h) => h?.peerId);
+    for (const [roundKey, byValue] of this.formAccepts) {
+      if (!roundKey.startsWith(`${view.generation}:`)) continue;
+      const peers = byValue.get(key);
+      if (peers && holders.every((p) => p !== undefined && peers.has(p))) return;
+    }
+    throw new SafetyViolation(`quorum: ${peerId} committed first view ${viewKey(view)} without every rank holder accepting it in one round`);
+  }
+
+  private justifyChange(peerId: string, view: View): void {
+    const prevKey = `${view.generation}:${view.epoch - 1}`;
+    const prev = this.views.get(prevKey);
+    if (!prev) throw new SafetyViolation(`quorum: ${peerId} committed ${view.generation}:${view.epoch} but no node ever committed ${prevKey}`);
+    if (prev.closed) throw new SafetyViolation(`quorum: ${peerId} committed a view after the closed view ${prevKey}`);
+    const acceptors = new Set(activePeers(prev));
+    const n = acceptors.size;
+    const target = viewKey(view);
+    for (const [ballot, byChange] of this.votes.get(prevKey) ?? []) {
+      const needed = ballot === 0 ? fastQuorum(n) : quorumSize(n);
+      for (const entry of byChange.values()) {
+        let count = 0;
+        for (const v of entry.voters) if (acceptors.has(v)) count++;
+        if (count >= needed && viewKey(applyChange(prev, entry.change)) === target) return;
+      }
+    }
+    throw new SafetyViolation(`quorum: ${peerId} committed ${viewKey(view)} without durable votes from a quorum of the ${n} active members of ${prevKey}`);
+  }
+}
+
+function checkMask(view: View): void {
+  const mask = activeMask(view);
+  const held: number[] = [];
+  view.ranks.forEach((h, r) => {
+    if (h) held.push(r);
+  });
+  const ranks = mask.toArray();
+  if (ranks.length !== held.length || ranks.some((r, i) => r !== held[i])) {
+    throw new SafetyViolation(`mask: ${ranks.join(',')} is not the held ranks ${held.join(',')} of ${view.generation}:${view.epoch}`);
+  }
+  if (!RankMask.fromHex(view.worldSize, mask.toHex()).equals(mask)) throw new SafetyViolation(`mask: ${mask.toHex()} does not round-trip`);
+}
+
+function compare(genA: number, epochA: number, genB: number, epochB: number): number {
+  return genA !== genB ? genA - genB : epochA - epochB;
+}

@@ -1,0 +1,200 @@
+/**
+ * The simulator's driver: many RawNode cores over one VirtualNetwork, in virtual time.
+ * It does for each core what the runtime does for one — tick it, feed it messages and
+ * probe results, persist its ready() state before sending — and can crash and restart
+ * nodes (a restart is a new bootId with the same identity and the last persisted state).
+ * Every persisted state, commit and rank claim goes to the checkers.
+ */
+import { type CoreConfig, RawNode, type PersistentState } from '../rawnode.ts';
+import type { Prng } from '../prng.ts';
+import type { View } from '../view.ts';
+import { type Message, decode, encode } from '../wire.ts';
+import type { Checkers } from './checkers.ts';
+import { STEPS_PER_TICK, VirtualNetwork } from './network.ts';
+
+export type Timing = Omit<CoreConfig, 'meshId' | 'self' | 'bootId' | 'worldSize' | 'seed'>;
+
+export interface SimNode {
+  readonly peerId: string;
+  core: RawNode | null;
+  bootId: string;
+  boots: number;
+  /** What the node last persisted: survives crashes. */
+  stored: PersistentState | undefined;
+  /** Steps between two ticks of this node's clock (tick-rate skew). */
+  readonly tickSteps: number;
+  nextTickStep: number;
+  /** Tick of its own clock at which this incarnation announces ready; -1: never by itself. */
+  readyAtTick: number;
+}
+
+type Event =
+  | { kind: 'msg'; from: string; to: string; msg: Message }
+  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean };
+
+export interface ClusterOptions {
+  meshId: string;
+  worldSize: number;
+  peers: readonly string[];
+  prng: Prng;
+  checkers: Checkers;
+  timing?: Timing;
+  /** Encode and decode every message through the wire format. */
+  wire?: boolean;
+  /** Tick-rate skew: each node's tick takes STEPS_PER_TICK + [0, skewSteps] steps. */
+  skewSteps?: number;
+}
+
+export class SimCluster {
+  readonly network: VirtualNetwork;
+  readonly nodes = new Map<string, SimNode>();
+  step = 0;
+  delivered = 0;
+  private readonly queue = new Map<number, Event[]>();
+  private readonly order: string[];
+  /** Observers of every delivered message (scenario tests use it to inject or watch). */
+  onDeliver: ((from: string, to: string, msg: Message) => Message | null) | null = null;
+
+  constructor(private readonly opts: ClusterOptions) {
+    this.network = new VirtualNetwork(opts.prng);
+    this.order = [...opts.peers];
+    for (const peerId of opts.peers) {
+      const tickSteps = STEPS_PER_TICK + opts.prng.int(0, opts.skewSteps ?? 0);
+      this.nodes.set(peerId, { peerId, core: null, bootId: '', boots: 0, stored: undefined, tickSteps, nextTickStep: 0, readyAtTick: 0 });
+    }
+  }
+
+  node(peerId: string): SimNode {
+    const n = this.nodes.get(peerId);
+    if (!n) throw new RangeError(`no simulated node ${peerId}`);
+    return n;
+  }
+
+  /** Starts (or restarts) a node's process with a new bootId and its stored state. */
+  start(peerId: string, readyAfterTicks = 0): void {
+    const n = this.node(peerId);
+    if (n.core) return;
+    n.boots++;
+    n.bootId = `b${n.boots}x${this.opts.prng.nextU32().toString(36)}`;
+    n.core = new RawNode(
+      { meshId: this.opts.meshId, self: peerId, bootId: n.bootId, worldSize: this.opts.worldSize, seed: this.opts.prng.nextU32(), ...this.opts.timing },
+      n.stored,
+    );
+    n.readyAtTick = readyAfterTicks;
+    n.nextTickStep = this.step + this.opts.prng.int(1, n.tickSteps);
+    this.drain(n);
+  }
+
+  /** Kills a node's process: in-flight messages to it are lost; its stored state stays. */
+  crash(peerId: string): void {
+    this.node(peerId).core = null;
+  }
+
+  alive(peerId: string): boolean {
+    return this.node(peerId).core !== null;
+  }
+
+  liveNodes(): SimNode[] {
+    return this.order.map((p) => this.node(p)).filter((n) => n.core !== null);
+  }
+
+  /** Runs until virtual step `until` (exclusive), calling `each` once per tick-length. */
+  runSteps(count: number): void {
+    const until = this.step + count;
+    for (; this.step < until; this.step++) {
+      const events = this.queue.get(this.step);
+      if (events) {
+        this.queue.delete(this.step);
+        for (const ev of events) this.deliver(ev);
+      }
+      for (const peerId of this.order) {
+        const n = this.node(peerId);
+        if (!n.core || n.nextTickStep !== this.step) continue;
+        n.nextTickStep += n.tickSteps;
+        n.core.tick();
+        if (n.readyAtTick >= 0 && n.core.currentTick() >= n.readyAtTick) n.core.markReady();
+        this.drain(n);
+      }
+    }
+  }
+
+  runTicks(ticks: number): void {
+    this.runSteps(ticks * STEPS_PER_TICK);
+  }
+
+  /** Runs tick by tick until `done()` or `ticks` have passed; returns the ticks used or -1. */
+  runUntil(done: () => boolean, ticks: number): number {
+    for (let t = 0; t < ticks; t++) {
+      if (done()) return t;
+      this.runTicks(1);
+    }
+    return done() ? ticks : -1;
+  }
+
+  views(): (View | null)[] {
+    return this.liveNodes().map((n) => n.core!.view());
+  }
+
+  private deliver(ev: Event): void {
+    if (ev.kind === 'probe') {
+      const n = this.node(ev.node);
+      if (!n.core || n.bootId !== ev.bootId) return;
+      n.core.probeResult(ev.peer, ev.ok);
+      return this.drain(n);
+    }
+    const n = this.node(ev.to);
+    if (!n.core) return;
+    let msg: Message | null = ev.msg;
+    if (this.onDeliver) msg = this.onDeliver(ev.from, ev.to, msg);
+    if (!msg) return;
+    this.delivered++;
+    n.core.step(ev.from, msg);
+    this.drain(n);
+  }
+
+  /** Hands a core's ready() to storage, the checkers and the network, in that order. */
+  private drain(n: SimNode): void {
+    const core = n.core;
+    if (!core) return;
+    const checkers = this.opts.checkers;
+    while (core.hasReady()) {
+      const rd = core.ready();
+      if (rd.persist) n.stored = rd.persist;
+      for (const out of rd.messages) {
+        const msg = this.opts.wire ? roundTrip(out.msg) : out.msg;
+        checkers.onSend(n.peerId, n.stored, msg);
+        if (out.kind === 'direct') this.send(n.peerId, out.to, msg);
+        else for (const to of this.order) if (to !== n.peerId) this.send(n.peerId, to, msg);
+      }
+      for (const action of rd.actions) {
+        if (action.kind === 'viewCommitted') checkers.onCommit(n.peerId, action.view);
+        else if (action.kind === 'probe') this.probe(n, action.peer);
+      }
+      core.advance();
+    }
+    checkers.onClaim(n.peerId, n.bootId, core.view(), core.rank());
+  }
+
+  private send(from: string, to: string, msg: Message): void {
+    if (!this.nodes.has(to)) return;
+    for (const delay of this.network.deliveries(from, to)) this.schedule(this.step + delay, { kind: 'msg', from, to, msg });
+  }
+
+  private probe(n: SimNode, peer: string): void {
+    const target = this.nodes.get(peer);
+    const rt = this.network.roundTrip(n.peerId, peer);
+    this.schedule(this.step + rt.steps, { kind: 'probe', node: n.peerId, bootId: n.bootId, peer, ok: rt.ok && !!target?.core });
+  }
+
+  private schedule(at: number, ev: Event): void {
+    const list = this.queue.get(at);
+    if (list) list.push(ev);
+    else this.queue.set(at, [ev]);
+  }
+}
+
+function roundTrip(msg: Message): Message {
+  const decoded = decode(encode(msg));
+  if (!decoded.ok) throw new Error(`the core sent a message its own decoder rejects: ${decoded.reason}`);
+  return decoded.msg;
+}

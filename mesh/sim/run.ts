@@ -1,0 +1,246 @@
+/**
+ * One simulated run from one seed (TigerBeetle's VOPR is the model). The seed draws the
+ * cluster size, worldSize and spares, network faults, partitions, crashes and restarts
+ * and tick-rate skew. Safety is checked on every event while faults run; then the run
+ * heals the network, restarts all but a minority of crashed members, stops faults and
+ * requires every live node to converge on one view within LIVENESS_TICKS_MAX ticks.
+ */
+import { Prng } from '../prng.ts';
+import { quorumSize } from '../quorum.ts';
+import { type View, activePeers, viewKey } from '../view.ts';
+import { Checkers, SafetyViolation } from './checkers.ts';
+import { SimCluster } from './cluster.ts';
+import { CALM, type NetworkFaults } from './network.ts';
+
+/** Bound on the ticks from the end of faults to convergence (stated in docs/PROTOCOL.md). */
+export const LIVENESS_TICKS_MAX = 500;
+
+export interface RunOptions {
+  seed: number;
+  sizeMin?: number;
+  sizeMax?: number;
+  /** Route every message through encode/decode. */
+  wire?: boolean;
+  /** Lines describing the run, for replay output. */
+  log?: (line: string) => void;
+  /** Called with the cluster when the run ends (debugging and tests). */
+  inspect?: (cluster: SimCluster, checkers: Checkers) => void;
+}
+
+export interface RunResult {
+  seed: number;
+  ok: boolean;
+  failure?: string;
+  size: number;
+  worldSize: number;
+  faultTicks: number;
+  convergeTicks: number;
+  commits: number;
+  delivered: number;
+}
+
+export function runSeed(opts: RunOptions): RunResult {
+  const prng = new Prng(opts.seed);
+  const log = opts.log ?? (() => {});
+  const size = drawSize(prng, opts.sizeMin ?? 1, opts.sizeMax ?? 64);
+  const spares = Math.min(prng.pick([0, 0, 1, 1, 2, 3]), Math.floor((size - 1) / 2));
+  const worldSize = size - spares;
+  const peers = Array.from({ length: size }, (_, i) => `P${prng.nextU32().toString(36)}${i}`);
+  const faults: NetworkFaults = {
+    lossRate: prng.pick([0, 0.02, 0.05, 0.1, 0.2]),
+    duplicateRate: prng.pick([0, 0.02, 0.1]),
+    delayStepsMax: prng.int(1, 30),
+  };
+  const faultTicks = size > 24 ? prng.int(60, 150) : prng.int(100, 300);
+  const checkers = new Checkers();
+  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]) });
+  cluster.network.faults = faults;
+  const result: RunResult = { seed: opts.seed, ok: true, size, worldSize, faultTicks, convergeTicks: -1, commits: 0, delivered: 0 };
+  log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks`);
+
+  try {
+    for (const p of peers) cluster.start(p, prng.int(0, 40));
+    const faultRate = prng.pick([0, 0.01, 0.03, 0.06]);
+    const closeAt = prng.chance(0.04) ? prng.int(20, faultTicks) : -1;
+    const restarts = new Map<number, string[]>();
+    const heals = new Map<number, () => void>();
+    for (let t = 0; t < faultTicks; t++) {
+      for (const p of restarts.get(t) ?? []) {
+        log(`tick ${t}: restart ${p}`);
+        cluster.start(p, prng.int(0, 30));
+      }
+      heals.get(t)?.();
+      if (t === closeAt) {
+        const live = cluster.liveNodes();
+        if (live.length > 0) {
+          const n = prng.pick(live);
+          log(`tick ${t}: ${n.peerId} requests close`);
+          n.core!.requestClose();
+        }
+      }
+      if (prng.chance(faultRate)) injectFault(t, prng, cluster, peers, restarts, heals, log);
+      cluster.runTicks(1);
+    }
+
+    // Liveness: heal, stop faults, bring back all but a minority of the members.
+    cluster.network.heal();
+    cluster.network.faults = { ...CALM };
+    const latest = checkers.latest();
+    const crashed = peers.filter((p) => !cluster.alive(p));
+    const keepDown = new Set<string>();
+    if (latest && !latest.closed) {
+      const actives = activePeers(latest);
+      const canLose = actives.length === 0 ? 0 : actives.length - quorumSize(actives.length);
+      for (const p of crashed) if (actives.includes(p) && keepDown.size < canLose && prng.chance(0.5)) keepDown.add(p);
+    }
+    for (const p of crashed) if (!keepDown.has(p)) cluster.start(p, 0);
+    for (const n of cluster.liveNodes()) n.readyAtTick = 0;
+    log(`tick ${faultTicks}: faults stop; ${keepDown.size} node(s) stay down: ${[...keepDown].join(' ')}`);
+    result.convergeTicks = cluster.runUntil(() => converged(cluster, checkers) === null, LIVENESS_TICKS_MAX);
+    if (result.convergeTicks < 0) {
+      result.ok = false;
+      result.failure = `liveness: no convergence within ${LIVENESS_TICKS_MAX} ticks after faults stopped: ${converged(cluster, checkers)}`;
+    }
+  } catch (err) {
+    result.ok = false;
+    result.failure = err instanceof SafetyViolation ? `safety: ${err.message}` : `crash: ${(err as Error).stack ?? err}`;
+  }
+  opts.inspect?.(cluster, checkers);
+  result.commits = checkers.commits;
+  result.delivered = cluster.delivered;
+  return result;
+}
+
+/**
+ * Null when every live node holds the same view, that view holds exactly the live
+ * incarnations (as ranks or spares), and no rank is free while a spare waits; otherwise
+ * why not. A closed mesh has converged when every live node that has a view holds it.
+ */
+export function converged(cluster: SimCluster, checkers: Checkers): string | null {
+  const live = cluster.liveNodes();
+  if (live.length === 0) return null;
+  const latest = checkers.latest();
+  if (latest?.closed) {
+    for (const n of live) {
+      const v = n.core!.view();
+      if (n.core!.phase() === 'forming' && n.core!.generationNumber() > latest.generation) continue;
+      if (!v || viewKey(v) !== viewKey(latest)) return `${n.peerId} has not learned the closed view`;
+    }
+    return null;
+  }
+  const first = live[0]!.core!.view();
+  if (!first) return `${live[0]!.peerId} has no view`;
+  const key = viewKey(first);
+  for (const n of live) {
+    const v = n.core!.view();
+    if (!v || viewKey(v) !== key) return `${n.peerId} holds ${v ? `${v.generation}:${v.epoch}` : 'no view'}, ${live[0]!.peerId} holds ${first.generation}:${first.epoch}`;
+  }
+  const recorded = [...first.ranks.filter((h) => h !== null), ...first.spares] as NonNullable<View['ranks'][number]>[];
+  for (const inc of recorded) {
+    const n = cluster.nodes.get(inc.peerId);
+    if (!n?.core || n.bootId !== inc.bootId) return `view ${first.epoch} still records dead incarnation ${inc.peerId}/${inc.bootId}`;
+  }
+  for (const n of live) {
+    if (!recorded.some((inc) => inc.peerId === n.peerId && inc.bootId === n.bootId)) return `${n.peerId}/${n.bootId} is live but not in view ${first.epoch}`;
+  }
+  if (first.ranks.some((h) => h === null) && first.spares.length > 0) return `view ${first.epoch} has a free rank and a waiting spare`;
+  return null;
+}
+
+function drawSize(prng: Prng, lo: number, hi: number): number {
+  const r = prng.next();
+  const band = r < 0.55 ? [1, 5] : r < 0.85 ? [6, 12] : r < 0.97 ? [13, 32] : [33, 64];
+  const a = Math.max(lo, band[0]!);
+  const b = Math.min(hi, band[1]!);
+  return a <= b ? prng.int(a, b) : prng.int(lo, hi);
+}
+
+function injectFault(
+  t: number,
+  prng: Prng,
+  cluster: SimCluster,
+  peers: string[],
+  restarts: Map<number, string[]>,
+  heals: Map<number, () => void>,
+  log: (line: string) => void,
+): void {
+  const net = cluster.network;
+  const later = (ticks: number, fn: () => void) => {
+    const at = t + ticks;
+    const prev = heals.get(at);
+    heals.set(at, prev ? () => { prev(); fn(); } : fn);
+  };
+  const restartAt = (p: string, at: number) => restarts.set(at, [...(restarts.get(at) ?? []), p]);
+  const kind = prng.pick(['crash', 'crash', 'crash2', 'split', 'isolate', 'oneway', 'flap', 'restartFast'] as const);
+  const live = cluster.liveNodes().map((n) => n.peerId);
+  if (live.length === 0) return;
+  switch (kind) {
+    case 'crash':
+    case 'restartFast': {
+      const p = prng.pick(live);
+      cluster.crash(p);
+      const down = kind === 'restartFast' ? prng.int(1, 5) : prng.int(10, 150);
+      log(`tick ${t}: crash ${p}, restart in ${down}`);
+      restartAt(p, t + down);
+      return;
+    }
+    case 'crash2': {
+      const a = prng.pick(live);
+      const b = prng.pick(live);
+      cluster.crash(a);
+      cluster.crash(b);
+      log(`tick ${t}: crash ${a} and ${b} at once`);
+      if (prng.chance(0.7)) restartAt(a, t + prng.int(10, 150));
+      if (prng.chance(0.7)) restartAt(b, t + prng.int(10, 150));
+      return;
+    }
+    case 'split': {
+      const shuffled = prng.shuffle(peers);
+      const cut = prng.int(1, Math.max(1, Math.floor(peers.length / 2)));
+      const minority = shuffled.slice(0, cut);
+      const majority = shuffled.slice(cut);
+      net.split(minority, majority);
+      const dur = prng.int(10, 120);
+      log(`tick ${t}: split ${minority.join(' ')} | rest for ${dur}`);
+      later(dur, () => {
+        for (const a of minority) for (const b of majority) { net.unblock(a, b); net.unblock(b, a); }
+      });
+      return;
+    }
+    case 'isolate': {
+      const p = prng.pick(peers);
+      const rest = peers.filter((x) => x !== p);
+      net.split([p], rest);
+      const dur = prng.int(10, 120);
+      log(`tick ${t}: isolate ${p} for ${dur}`);
+      later(dur, () => {
+        for (const b of rest) { net.unblock(p, b); net.unblock(b, p); }
+      });
+      return;
+    }
+    case 'oneway': {
+      const p = prng.pick(peers);
+      const egress = prng.chance(0.5);
+      (egress ? net.egressLoss : net.ingressLoss).set(p, 0.8);
+      const dur = prng.int(20, 150);
+      log(`tick ${t}: 80% ${egress ? 'egress' : 'ingress'} loss on ${p} for ${dur}`);
+      later(dur, () => (egress ? net.egressLoss : net.ingressLoss).delete(p));
+      return;
+    }
+    case 'flap': {
+      if (peers.length < 2) return;
+      const a = prng.pick(peers);
+      const b = prng.pick(peers.filter((x) => x !== a));
+      const period = prng.int(2, 15);
+      const flips = prng.int(2, 12);
+      log(`tick ${t}: flap link ${a}-${b} every ${period} ticks, ${flips} times`);
+      for (let i = 0; i < flips; i++) {
+        later(i * period + 1, () => {
+          if (i % 2 === 0) { net.block(a, b); net.block(b, a); } else { net.unblock(a, b); net.unblock(b, a); }
+        });
+      }
+      later(flips * period + 1, () => { net.unblock(a, b); net.unblock(b, a); });
+      return;
+    }
+  }
+}
