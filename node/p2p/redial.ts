@@ -35,7 +35,7 @@ export function backoffMs(failures: number, minMs: number, maxMs: number, random
 
 export class Redialer {
   private readonly targets: Target[] = [];
-  private readonly abort = new AbortController();
+  private abort = new AbortController();
   private running = false;
 
   constructor(private readonly options: RedialOptions) {
@@ -48,6 +48,7 @@ export class Redialer {
 
   start(): void {
     this.running = true;
+    this.abort = new AbortController();
     for (const target of this.targets) this.schedule(target, 0);
   }
 
