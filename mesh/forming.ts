@@ -98,11 +98,20 @@ export class Formation {
 
   /** One formation step given the present candidates (including this node). */
   step(self: FormCandidate, candidates: readonly FormCandidate[], now: number): FormStep {
+
+    const commit = this.findCommit(self);
+    if (commit) return { kind: 'commit', ranks: commit };
+    const result = this.advanceRound(self, candidates, now);
+    // A vote can complete a value at once (a one-node mesh forms on its first tick).
+    const after = result.kind === 'vote' ? this.findCommit(self) : null;
+    return after ? { kind: 'commit', ranks: after } : result;
+  }
+
+  /** A value every one of whose rank holders accepted it in one round, if any. */
+  private findCommit(self: FormCandidate): readonly Incarnation[] | null {
     const own: FormReport = { bootId: self.bootId, round: this.state.round, value: this.state.vote?.value ?? null };
     const all = new Map(this.reports);
     if (this.state.vote) all.set(self.peerId, own);
-
-    // Commit: every rank holder of some value accepted it in one round.
     const checked = new Set<string>();
     for (const [, report] of all) {
       if (!report.value) continue;
@@ -110,9 +119,13 @@ export class Formation {
       if (checked.has(key)) continue;
       checked.add(key);
       if (report.value.every((h) => { const r = all.get(h.peerId); return !!r && r.round === report.round && r.value !== null && `${r.round}:${formKey(r.value)}` === key; })) {
-        return { kind: 'commit', ranks: report.value };
+        return report.value;
       }
     }
+    return null;
+  }
+
+  private advanceRound(self: FormCandidate, candidates: readonly FormCandidate[], now: number): FormStep {
 
     const maxRound = Math.max(this.state.round, ...[...this.reports.values()].map((r) => r.round));
     const vote = this.state.vote;

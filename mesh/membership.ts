@@ -56,6 +56,12 @@ export class Membership {
   private readonly myReports = new Map<string, Incarnation>();
   /** Last tick a direct probe of each peer succeeded. */
   private readonly probedOkTick = new Map<string, number>();
+  /**
+   * How often each incarnation was removed from a view. An incarnation removed while still
+   * running (a partition, a flapping link) must be heard twice as long before each
+   * re-admission, so a flapping peer does not oscillate in and out of the view.
+   */
+  private readonly removals = new Map<string, number>();
   /** Tick the current view was committed (silence is measured from no earlier than this). */
   private epochStartTick = 0;
 
@@ -110,6 +116,23 @@ export class Membership {
     this.probedOkTick.clear();
     this.epochStartTick = now;
     for (const info of this.peers.values()) info.reports = [];
+  }
+
+  /** Notes the incarnations that `next` no longer records compared with `prev`. */
+  noteRemovals(prev: View, next: View): void {
+    const kept = new Set<string>();
+    for (const inc of [...next.ranks, ...next.spares]) if (inc) kept.add(incarnationKey(inc));
+    for (const inc of [...prev.ranks, ...prev.spares]) {
+      if (!inc) continue;
+      const key = incarnationKey(inc);
+      if (!kept.has(key)) this.removals.set(key, (this.removals.get(key) ?? 0) + 1);
+    }
+  }
+
+  /** Continuous hearing an outsider needs before it is admitted (doubling per past removal). */
+  admitTicks(inc: Incarnation): number {
+    const removed = this.removals.get(incarnationKey(inc)) ?? 0;
+    return this.config.admitStableTicks * 2 ** Math.min(removed, 5);
   }
 
   /** This node's own reports, for its heartbeat. */
@@ -230,7 +253,7 @@ export class Membership {
     const consider = (c: Candidate & { heardSinceTick: number }) => {
       if (ranksAfter.some((h) => h?.peerId === c.peerId)) return;
       if (sparesAfter.some((s) => s.peerId === c.peerId)) return;
-      if (now - c.heardSinceTick < cfg.admitStableTicks) return;
+      if (now - c.heardSinceTick < this.admitTicks(c)) return;
       outsiders.push(c);
     };
     for (const info of this.peers.values()) {

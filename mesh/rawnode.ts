@@ -94,6 +94,9 @@ export class RawNode {
   private now = 0;
   private generation: number;
   private currentView: View | null = null;
+  /** Derived from currentView at install (the digest and mask are read on every message). */
+  private currentDigest = 0;
+  private currentMaskHex = '0';
   private rememberedRank: number;
   private formation: Formation | null = null;
   private agreement: Agreement | null = null;
@@ -126,7 +129,7 @@ export class RawNode {
     const view = restored?.view ?? null;
     if (view && !view.closed) {
       this.generation = view.generation;
-      this.currentView = view;
+      this.setView(view);
       const acc = restored?.acceptor;
       const state = acc && acc.generation === view.generation && acc.epoch === view.epoch ? acc : freshAcceptor(view);
       this.agreement = this.newAgreement(view, state);
@@ -242,7 +245,7 @@ export class RawNode {
 
   /** Hex encoding of the current view's active-rank mask ("0" without a view). */
   maskHex(): string {
-    return this.currentView ? activeMask(this.currentView).toHex() : '0';
+    return this.currentMaskHex;
   }
 
   members(): MemberInfo[] {
@@ -355,7 +358,7 @@ export class RawNode {
     const body = msg.body;
     switch (body.type) {
       case 'hb':
-        if (body.digest !== viewDigest(view)) this.reject('heartbeat with another view of this epoch');
+        if (body.digest !== this.currentDigest) this.reject('heartbeat with another view of this epoch');
         return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
       case 'vote':
         return agreement.onVote(from, body.ballot, body.change, this.now);
@@ -414,7 +417,8 @@ export class RawNode {
   // ---- common ----
 
   private install(view: View): void {
-    this.currentView = view;
+    if (this.currentView) this.membership.noteRemovals(this.currentView, view);
+    this.setView(view);
     this.generation = view.generation;
     this.formation = null;
     const rank = this.rank();
@@ -425,6 +429,12 @@ export class RawNode {
     this.dirty = true;
     this.actions.push({ kind: 'viewCommitted', view });
     if (view.closed) this.actions.push({ kind: 'closed', view });
+  }
+
+  private setView(view: View): void {
+    this.currentView = view;
+    this.currentDigest = viewDigest(view);
+    this.currentMaskHex = activeMask(view).toHex();
   }
 
   private newAgreement(view: View, state: AcceptorState): Agreement {
@@ -457,7 +467,7 @@ export class RawNode {
   private heartbeat(): Body {
     const view = this.currentView;
     const f = this.heartbeatFields();
-    return { type: 'hb', ...f, digest: view ? viewDigest(view) : 0 };
+    return { type: 'hb', ...f, digest: view ? this.currentDigest : 0 };
   }
 
   private envelope(body: Body): Message {

@@ -48,6 +48,8 @@ export class Checkers {
   private readonly formAccepts = new Map<string, Map<string, Set<string>>>();
   /** Rank claims of live processes: `${generation}:${epoch}:${rank}` → `${peer}/${boot}`. */
   private readonly claims = new Map<string, string>();
+  /** Views whose mask was already checked, with the encoding seen (the check depends on nothing else). */
+  private readonly maskChecked = new WeakMap<View, string>();
   commits = 0;
   checks = 0;
 
@@ -99,7 +101,7 @@ export class Checkers {
     }
     const problem = viewProblem(view);
     if (problem) throw new SafetyViolation(`invalid view ${key} committed by ${peerId}: ${problem}`);
-    checkMask(view);
+    this.onMask(peerId, view, activeMask(view).toHex());
     if (view.epoch === 1) this.justifyFirst(peerId, view);
     else this.justifyChange(peerId, view);
     this.views.set(key, view);
@@ -119,6 +121,27 @@ export class Checkers {
     const other = this.claims.get(key);
     if (other !== undefined && other !== inc) throw new SafetyViolation(`rank ${key} claimed by ${other} and ${inc}`);
     this.claims.set(key, inc);
+  }
+
+  /**
+   * A node's active-rank mask as it would report it: it must be the held ranks of its view,
+   * encoded as hex of the bitset (computed here independently with BigInt), and decode back
+   * to those ranks in rank order.
+   */
+  onMask(peerId: string, view: View | null, maskHex: string): void {
+    if (!view || this.maskChecked.get(view) === maskHex) return;
+    let bits = 0n;
+    const held: number[] = [];
+    view.ranks.forEach((h, r) => {
+      if (h) {
+        bits |= 1n << BigInt(r);
+        held.push(r);
+      }
+    });
+    if (maskHex !== bits.toString(16)) throw new SafetyViolation(`mask: ${peerId} reports ${maskHex} for ${view.generation}:${view.epoch}, held ranks give ${bits.toString(16)}`);
+    const decoded = RankMask.fromHex(view.worldSize, maskHex).toArray();
+    if (decoded.length !== held.length || decoded.some((r, i) => r !== held[i])) throw new SafetyViolation(`mask: ${maskHex} does not iterate as ranks ${held.join(',')}`);
+    this.maskChecked.set(view, maskHex);
   }
 
   /** The committed view with the highest (generation, epoch), if any. */
@@ -159,19 +182,6 @@ export class Checkers {
     }
     throw new SafetyViolation(`quorum: ${peerId} committed ${viewKey(view)} without durable votes from a quorum of the ${n} active members of ${prevKey}`);
   }
-}
-
-function checkMask(view: View): void {
-  const mask = activeMask(view);
-  const held: number[] = [];
-  view.ranks.forEach((h, r) => {
-    if (h) held.push(r);
-  });
-  const ranks = mask.toArray();
-  if (ranks.length !== held.length || ranks.some((r, i) => r !== held[i])) {
-    throw new SafetyViolation(`mask: ${ranks.join(',')} is not the held ranks ${held.join(',')} of ${view.generation}:${view.epoch}`);
-  }
-  if (!RankMask.fromHex(view.worldSize, mask.toHex()).equals(mask)) throw new SafetyViolation(`mask: ${mask.toHex()} does not round-trip`);
 }
 
 function compare(genA: number, epochA: number, genB: number, epochB: number): number {

@@ -43,6 +43,10 @@ export interface ClusterOptions {
   wire?: boolean;
   /** Tick-rate skew: each node's tick takes STEPS_PER_TICK + [0, skewSteps] steps. */
   skewSteps?: number;
+  /** Builds each core (tests pass deliberately broken variants to prove the checkers). */
+  makeCore?: (config: CoreConfig, restored: PersistentState | undefined) => RawNode;
+  /** Injected driver fault: storage that silently drops every write. */
+  forgetfulStorage?: boolean;
 }
 
 export class SimCluster {
@@ -76,10 +80,8 @@ export class SimCluster {
     if (n.core) return;
     n.boots++;
     n.bootId = `b${n.boots}x${this.opts.prng.nextU32().toString(36)}`;
-    n.core = new RawNode(
-      { meshId: this.opts.meshId, self: peerId, bootId: n.bootId, worldSize: this.opts.worldSize, seed: this.opts.prng.nextU32(), ...this.opts.timing },
-      n.stored,
-    );
+    const config: CoreConfig = { meshId: this.opts.meshId, self: peerId, bootId: n.bootId, worldSize: this.opts.worldSize, seed: this.opts.prng.nextU32(), ...this.opts.timing };
+    n.core = this.opts.makeCore ? this.opts.makeCore(config, n.stored) : new RawNode(config, n.stored);
     n.readyAtTick = readyAfterTicks;
     n.nextTickStep = this.step + this.opts.prng.int(1, n.tickSteps);
     this.drain(n);
@@ -131,6 +133,11 @@ export class SimCluster {
     return done() ? ticks : -1;
   }
 
+  /** Delivers `msg` from→to after `afterSteps` steps, bypassing the network's faults. */
+  inject(from: string, to: string, msg: Message, afterSteps = 1): void {
+    this.schedule(this.step + afterSteps, { kind: 'msg', from, to, msg });
+  }
+
   views(): (View | null)[] {
     return this.liveNodes().map((n) => n.core!.view());
   }
@@ -159,7 +166,7 @@ export class SimCluster {
     const checkers = this.opts.checkers;
     while (core.hasReady()) {
       const rd = core.ready();
-      if (rd.persist) n.stored = rd.persist;
+      if (rd.persist && !this.opts.forgetfulStorage) n.stored = rd.persist;
       for (const out of rd.messages) {
         const msg = this.opts.wire ? roundTrip(out.msg) : out.msg;
         checkers.onSend(n.peerId, n.stored, msg);
@@ -173,6 +180,7 @@ export class SimCluster {
       core.advance();
     }
     checkers.onClaim(n.peerId, n.bootId, core.view(), core.rank());
+    checkers.onMask(n.peerId, core.view(), core.maskHex());
   }
 
   private send(from: string, to: string, msg: Message): void {

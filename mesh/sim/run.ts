@@ -82,24 +82,33 @@ export function runSeed(opts: RunOptions): RunResult {
       cluster.runTicks(1);
     }
 
-    // Liveness: heal, stop faults, bring back all but a minority of the members.
+    // Liveness: heal, stop faults, restart every crashed node; all must converge. Then
+    // kill a minority of the converged view's members for good; the rest must converge
+    // again on a view without them.
     cluster.network.heal();
     cluster.network.faults = { ...CALM };
-    const latest = checkers.latest();
-    const crashed = peers.filter((p) => !cluster.alive(p));
-    const keepDown = new Set<string>();
-    if (latest && !latest.closed) {
-      const actives = activePeers(latest);
-      const canLose = actives.length === 0 ? 0 : actives.length - quorumSize(actives.length);
-      for (const p of crashed) if (actives.includes(p) && keepDown.size < canLose && prng.chance(0.5)) keepDown.add(p);
-    }
-    for (const p of crashed) if (!keepDown.has(p)) cluster.start(p, 0);
+    for (const p of peers) if (!cluster.alive(p)) cluster.start(p, 0);
     for (const n of cluster.liveNodes()) n.readyAtTick = 0;
-    log(`tick ${faultTicks}: faults stop; ${keepDown.size} node(s) stay down: ${[...keepDown].join(' ')}`);
+    log(`tick ${faultTicks}: faults stop, every node runs`);
     result.convergeTicks = cluster.runUntil(() => converged(cluster, checkers) === null, LIVENESS_TICKS_MAX);
     if (result.convergeTicks < 0) {
       result.ok = false;
       result.failure = `liveness: no convergence within ${LIVENESS_TICKS_MAX} ticks after faults stopped: ${converged(cluster, checkers)}`;
+    } else {
+      const view = checkers.latest();
+      const actives = view && !view.closed ? activePeers(view) : [];
+      const canLose = actives.length === 0 ? 0 : actives.length - quorumSize(actives.length);
+      const victims = prng.shuffle(actives).slice(0, prng.int(0, canLose));
+      if (victims.length > 0) {
+        for (const p of victims) cluster.crash(p);
+        log(`tick ${faultTicks + result.convergeTicks}: ${victims.join(' ')} die for good`);
+        const again = cluster.runUntil(() => converged(cluster, checkers) === null, LIVENESS_TICKS_MAX);
+        if (again < 0) {
+          result.ok = false;
+          result.failure = `liveness: no convergence within ${LIVENESS_TICKS_MAX} ticks after ${victims.length} member(s) died: ${converged(cluster, checkers)}`;
+        }
+        result.convergeTicks = Math.max(result.convergeTicks, again);
+      }
     }
   } catch (err) {
     result.ok = false;
