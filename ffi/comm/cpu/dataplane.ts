@@ -158,7 +158,7 @@ export class CpuDataPlane {
   /** Edges a communicator here waits for, by edge id. */
   private readonly expected = new Map<string, { resolve: (link: DataLink) => void; reject: (e: Error) => void }>();
   /** Authenticated connections that arrived before their communicator, by edge id. */
-  private readonly parked = new Map<string, { link: DataLink; timer: ReturnType<typeof setTimeout> }>();
+  private readonly parked = new Map<string, { link: DataLink; timer: ReturnType<typeof setTimeout>; proof: string }>();
   /** The newest epoch a communicator was built for here; older ones are refused. */
   private newest: { generation: number; epoch: number } | null = null;
   /** Edge ids of the newest epoch that were already claimed (a second connection is refused). */
@@ -210,7 +210,7 @@ export class CpuDataPlane {
         this.parked.delete(id);
         clearTimeout(parked.timer);
         this.claimed.add(id);
-        this.sendResult(parked.link, { ok: true });
+        this.sendResult(parked.link, { ok: true, proof: parked.proof });
         this.counts.accepted += 1;
         resolve(parked.link);
         return;
@@ -292,7 +292,7 @@ export class CpuDataPlane {
       const helloBytes = await readMessage(link.reader);
       const hello = parseJson(helloSchema, helloBytes);
       const serverNonce = freshNonce();
-      writeJson(link.writer, { nonce: serverNonce, proof: proofFor('server', this.meshKey, helloBytes, serverNonce) });
+      writeJson(link.writer, { nonce: serverNonce });
       const { proof } = parseJson(proofSchema, await readMessage(link.reader));
       if (!proofsEqual(proof, proofFor('client', this.meshKey, helloBytes, serverNonce))) {
         this.counts.refusedAuth += 1;
@@ -300,7 +300,8 @@ export class CpuDataPlane {
         return;
       }
       clearTimeout(timer);
-      this.route(link, {
+      const serverProof = proofFor('server', this.meshKey, helloBytes, serverNonce);
+      this.route(link, serverProof, {
         key: { meshId: hello.meshId, generation: hello.generation, epoch: hello.epoch },
         fromMeshRank: hello.fromMeshRank,
         toMeshRank: hello.toMeshRank,
@@ -318,14 +319,14 @@ export class CpuDataPlane {
   }
 
   /** An authenticated connection: hand it to its communicator, park it, or refuse it. */
-  private route(link: DataLink, edge: Edge): void {
+  private route(link: DataLink, serverProof: string, edge: Edge): void {
     const id = edgeId(edge);
     const waiting = this.expected.get(id);
     if (waiting) {
       this.expected.delete(id);
       this.claimed.add(id);
       this.counts.accepted += 1;
-      this.sendResult(link, { ok: true });
+      this.sendResult(link, { ok: true, proof: serverProof });
       waiting.resolve(link);
       return;
     }
@@ -345,7 +346,7 @@ export class CpuDataPlane {
       this.counts.refusedEpoch += 1;
       this.refuse(link, 'no-communicator', `no communicator for ${id} within ${this.parkTimeoutMs} ms`);
     }, this.parkTimeoutMs);
-    this.parked.set(id, { link, timer });
+    this.parked.set(id, { link, timer, proof: serverProof });
     link.onClose(() => {
       const entry = this.parked.get(id);
       if (entry?.link === link) {
@@ -430,15 +431,15 @@ export class CpuDataPlane {
         nonce: freshNonce(),
       });
       const challenge = parseJson(challengeSchema, await readMessage(link.reader));
-      if (!proofsEqual(challenge.proof, proofFor('server', this.meshKey, helloBytes, challenge.nonce))) {
-        link.end('the listener did not prove it holds the mesh key');
-        throw new DataPlaneConnectError('auth', `${hostname}:${port} did not prove it holds the mesh key`);
-      }
       writeJson(link.writer, { proof: proofFor('client', this.meshKey, helloBytes, challenge.nonce) });
       const result = parseJson(resultSchema, await readMessage(link.reader));
       if (!result.ok) {
         link.end(`refused: ${result.reason}`);
         throw new DataPlaneConnectError(result.code, `${hostname}:${port} refused ${edgeId(edge)}: ${result.reason}`);
+      }
+      if (!proofsEqual(result.proof, proofFor('server', this.meshKey, helloBytes, challenge.nonce))) {
+        link.end('the listener did not prove it holds the mesh key');
+        throw new DataPlaneConnectError('auth', `${hostname}:${port} did not prove it holds the mesh key`);
       }
       return link;
     } catch (e) {

@@ -3,13 +3,16 @@
 // ring edge (from → to mesh rank) it is for.
 //
 //   client → server  HELLO     { meshId, generation, epoch, fromMeshRank, toMeshRank, nonce }
-//   server → client  CHALLENGE { nonce, proof = HMAC(key, "server" ‖ HELLO bytes ‖ server nonce) }
+//   server → client  CHALLENGE { nonce }
 //   client → server  PROOF     { proof = HMAC(key, "client" ‖ HELLO bytes ‖ server nonce) }
-//   server → client  RESULT    { ok } or { ok: false, code, reason }
+//   server → client  RESULT    { ok, proof = HMAC(key, "server" ‖ HELLO bytes ‖ server nonce) }
+//                           or { ok: false, code, reason }
 //
-// Each side's proof covers a nonce the other side just drew, so a recorded exchange cannot
-// be replayed, and the labels keep a server proof from passing as a client proof.
-// Proofs are compared in constant time.
+// Each side's proof covers a nonce the other side just drew (the client's is inside HELLO),
+// so a recorded exchange cannot be replayed, and the labels keep a server proof from
+// passing as a client proof. The client proves first so that the listener, which is the
+// side strangers reach, sees and counts every peer without the key. Proofs are compared in
+// constant time; a client accepts the link only after checking the server's proof.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { ByteReader, ByteWriter } from './link.ts';
@@ -28,17 +31,14 @@ export const helloSchema = z.object({
 });
 export type Hello = z.infer<typeof helloSchema>;
 
-export const challengeSchema = z.object({
-  nonce: z.string().regex(/^[0-9a-f]{64}$/),
-  proof: z.string().regex(/^[0-9a-f]{64}$/),
-});
+export const challengeSchema = z.object({ nonce: z.string().regex(/^[0-9a-f]{64}$/) });
 export const proofSchema = z.object({ proof: z.string().regex(/^[0-9a-f]{64}$/) });
 
 /** Why a server refused a connection. */
 export type RefusalCode = 'auth' | 'wrong-mesh' | 'stale-epoch' | 'unexpected-edge' | 'no-communicator' | 'protocol' | 'busy';
 
 export const resultSchema = z.union([
-  z.object({ ok: z.literal(true) }),
+  z.object({ ok: z.literal(true), proof: z.string().regex(/^[0-9a-f]{64}$/) }),
   z.object({
     ok: z.literal(false),
     code: z.enum(['auth', 'wrong-mesh', 'stale-epoch', 'unexpected-edge', 'no-communicator', 'protocol', 'busy']),
