@@ -282,7 +282,11 @@ export class RawNode {
       if (this.membership.isAlive(p.peerId, this.now)) candidates.push(p);
     }
     const result = formation.step(self, candidates, this.now);
-    if (result.kind === 'commit') return this.install(firstView(this.config.meshId, this.generation, result.ranks));
+    if (result.kind === 'commit') {
+      // Tell the others this node's acceptance (it may be the one that completed the value).
+      if (formation.state.vote?.value) this.sendForm();
+      return this.install(firstView(this.config.meshId, this.generation, result.ranks));
+    }
     if (result.kind === 'vote') {
       this.dirty = true;
       // Only a vote (accept or pass) is news: "moved to round r" alone must not read as a pass.

@@ -122,7 +122,8 @@ export function runSeed(opts: RunOptions): RunResult {
 
 /**
  * Null when every live node holds the same view, that view holds exactly the live
- * incarnations (as ranks or spares), and no rank is free while a spare waits; otherwise
+ * incarnations (as ranks or spares), no rank is free while a spare waits, and no change is
+ * under way anywhere; otherwise
  * why not. A closed mesh has converged when every live node that has a view holds it.
  */
 export function converged(cluster: SimCluster, checkers: Checkers): string | null {
@@ -153,6 +154,8 @@ export function converged(cluster: SimCluster, checkers: Checkers): string | nul
     if (!recorded.some((inc) => inc.peerId === n.peerId && inc.bootId === n.bootId)) return `${n.peerId}/${n.bootId} is live but not in view ${first.epoch}`;
   }
   if (first.ranks.some((h) => h === null) && first.spares.length > 0) return `view ${first.epoch} has a free rank and a waiting spare`;
+  // Quiescent too: a change still being voted on could commit later.
+  for (const n of live) if (n.core!.pendingChange()) return `${n.peerId} still has a change under way`;
   return null;
 }
 

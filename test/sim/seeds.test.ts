@@ -1,0 +1,32 @@
+// Random simulation campaign: 1,000 seeded runs of 1–64 nodes under faults, safety checked on every event, then bounded convergence.
+import { describe, expect, test } from 'bun:test';
+import { LIVENESS_TICKS_MAX, runSeed } from '../../mesh/sim/run.ts';
+
+// One base seed draws every run; it is printed first. SEED=n replays exactly: run n is the
+// first of the campaign and is logged in full. SIM_SEEDS changes how many runs follow.
+const envSeed = process.env.SEED;
+const base = envSeed !== undefined ? Number(envSeed) : Math.floor(Math.random() * 1_000_000_000);
+const count = Number(process.env.SIM_SEEDS ?? 1000);
+const batches = 10;
+console.log(`sim seeds ${base}..${base + count - 1} (replay: SEED=${base} bun test test/sim)`);
+
+describe(`${count} seeded runs from ${base}`, () => {
+  for (let b = 0; b < batches; b++) {
+    const from = base + Math.floor((b * count) / batches);
+    const to = base + Math.floor(((b + 1) * count) / batches);
+    if (to <= from) continue;
+    test(`seeds ${from}..${to - 1}`, () => {
+      const failures: string[] = [];
+      let worst = 0;
+      for (let seed = from; seed < to; seed++) {
+        const verbose = envSeed !== undefined && seed === base;
+        const r = runSeed({ seed, log: verbose ? (line) => console.log(line) : undefined, wire: seed % 50 === 0 });
+        worst = Math.max(worst, r.convergeTicks);
+        if (!r.ok) failures.push(`seed ${seed} (${r.size} nodes, worldSize ${r.worldSize}): ${r.failure}\n  replay: SEED=${seed} bun test test/sim`);
+      }
+      if (failures.length > 0) console.log(failures.join('\n'));
+      expect(failures).toEqual([]);
+      expect(worst).toBeLessThanOrEqual(LIVENESS_TICKS_MAX);
+    }, 150_000);
+  }
+});
