@@ -58,8 +58,9 @@ export class Membership {
   private readonly probedOkTick = new Map<string, number>();
   /**
    * How often each incarnation was removed from a view. An incarnation removed while still
-   * running (a partition, a flapping link) must be heard twice as long before each
-   * re-admission, so a flapping peer does not oscillate in and out of the view.
+   * running (a partition, a flapping link) must be heard 8×, then 16×, 32× (at most) as long
+   * as a newcomer before it is admitted again, so a flapping peer stays out instead of
+   * oscillating in and out of the view (Rapid's flip-flop experiment).
    */
   private readonly removals = new Map<string, number>();
   /** Tick the current view was committed (silence is measured from no earlier than this). */
@@ -132,7 +133,8 @@ export class Membership {
   /** Continuous hearing an outsider needs before it is admitted (doubling per past removal). */
   admitTicks(inc: Incarnation): number {
     const removed = this.removals.get(incarnationKey(inc)) ?? 0;
-    return this.config.admitStableTicks * 2 ** Math.min(removed, 5);
+    if (removed === 0) return this.config.admitStableTicks;
+    return this.config.admitStableTicks * Math.min(32, 8 * 2 ** (removed - 1));
   }
 
   /** This node's own reports, for its heartbeat. */

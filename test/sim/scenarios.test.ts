@@ -1,0 +1,182 @@
+// Scenario tests for the classic membership traps, each on a fixed seed with the safety checkers running on every event.
+import { describe, expect, test } from 'bun:test';
+import { LIVENESS_TICKS_MAX, converged } from '../../mesh/sim/run.ts';
+import type { Message } from '../../mesh/wire.ts';
+import { formed, holders, viewOf } from './helpers.ts';
+
+const settle = (f: ReturnType<typeof formed>) => f.cluster.runUntil(() => converged(f.cluster, f.checkers) === null, LIVENESS_TICKS_MAX);
+
+describe('partitions', () => {
+  test('2|3 split: the three commit a view without the two, the two commit nothing, healing reunites all five', () => {
+    const f = formed(5, 11);
+    const minority = ['p0', 'p1'];
+    const majority = ['p2', 'p3', 'p4'];
+    const before = viewOf(f, 'p0').epoch;
+    f.cluster.network.split(minority, majority);
+    f.cluster.runTicks(150);
+    const v = viewOf(f, 'p2');
+    expect(holders(v)).toEqual([null, null, 'p2', 'p3', 'p4']);
+    for (const p of majority) expect(viewOf(f, p)).toEqual(v);
+    for (const p of minority) expect(viewOf(f, p).epoch).toBe(before);
+    f.cluster.network.heal();
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    // Both come back, each into its remembered rank.
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+  });
+
+  test('isolate one: the other four remove it, it never advances alone, and it returns when healed', () => {
+    const f = formed(5, 12);
+    f.cluster.network.split(['p4'], ['p0', 'p1', 'p2', 'p3']);
+    f.cluster.runTicks(100);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', 'p3', null]);
+    expect(viewOf(f, 'p4').epoch).toBe(1);
+    f.cluster.network.heal();
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    expect(holders(viewOf(f, 'p4'))).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+  });
+
+  test('a flapping link between two members changes no view: one bad link cannot evict anyone', () => {
+    const f = formed(5, 13);
+    for (let i = 0; i < 40; i++) {
+      if (i % 2 === 0) f.cluster.network.split(['p0'], ['p1']);
+      else f.cluster.network.heal();
+      f.cluster.runTicks(8);
+    }
+    f.cluster.network.heal();
+    f.cluster.runTicks(30);
+    expect(f.checkers.latest()!.epoch).toBe(1);
+  });
+
+  test("flip-flop (Rapid): a node whose links go down and up every 20 ticks is removed once and stays out until it is stable", () => {
+    const f = formed(6, 14);
+    const others = ['p0', 'p1', 'p2', 'p3', 'p4'];
+    const epochs: number[] = [];
+    for (let cycle = 0; cycle < 5; cycle++) {
+      f.cluster.network.split(['p5'], others);
+      f.cluster.runTicks(20);
+      f.cluster.network.heal();
+      f.cluster.runTicks(20);
+      epochs.push(viewOf(f, 'p0').epoch);
+    }
+    // One change removed it; no re-admission while it flapped.
+    expect(epochs).toEqual([2, 2, 2, 2, 2]);
+    expect(holders(viewOf(f, 'p0'))[5]).toBeNull();
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    expect(holders(viewOf(f, 'p0'))[5]).toBe('p5');
+  });
+
+  test('80% egress loss on one node: it alone is removed', () => {
+    const f = formed(5, 15);
+    f.cluster.network.egressLoss.set('p3', 0.8);
+    f.cluster.runTicks(150);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null, 'p4']);
+  });
+
+  test('80% ingress loss on one node: it reports everyone, but a single observer evicts nobody', () => {
+    const f = formed(5, 16);
+    f.cluster.network.ingressLoss.set('p3', 0.8);
+    f.cluster.runTicks(150);
+    expect(f.checkers.latest()!.epoch).toBe(1);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+  });
+});
+
+describe('crashes and restarts', () => {
+  test('two members crash at once: the survivors remove both in one view change', () => {
+    const f = formed(5, 21);
+    f.cluster.crash('p3');
+    f.cluster.crash('p4');
+    f.cluster.runTicks(100);
+    expect(f.checkers.latest()!.epoch).toBe(2);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null, null]);
+  });
+
+  test('a crashed member is replaced by a ready spare in the same change', () => {
+    const f = formed(4, 22, {}, 3);
+    expect(viewOf(f, 'p0').spares.map((s) => s.peerId)).toEqual(['p3']);
+    const epoch = viewOf(f, 'p0').epoch;
+    f.cluster.crash('p1');
+    f.cluster.runTicks(100);
+    const v = viewOf(f, 'p0');
+    expect(v.epoch).toBe(epoch + 1);
+    expect(holders(v)).toEqual(['p0', 'p3', 'p2']);
+    expect(v.spares).toEqual([]);
+  });
+
+  test('restart before the old incarnation was removed: the new one takes the rank only through a view change', () => {
+    const f = formed(5, 23);
+    const oldBoot = f.cluster.node('p2').bootId;
+    f.cluster.crash('p2');
+    f.cluster.runTicks(1);
+    f.cluster.start('p2', 0);
+    const restarted = f.cluster.node('p2');
+    expect(restarted.core!.rank()).toBe(-1);
+    expect(viewOf(f, 'p0').ranks[2]).toEqual({ peerId: 'p2', bootId: oldBoot });
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    const v = viewOf(f, 'p0');
+    expect(v.ranks[2]).toEqual({ peerId: 'p2', bootId: restarted.bootId });
+    expect(restarted.core!.rank()).toBe(2);
+  });
+
+  test('the whole mesh restarts from its stored state and re-forms the same ranks by view change', () => {
+    const f = formed(3, 24);
+    for (const p of f.peers) f.cluster.crash(p);
+    f.cluster.runTicks(5);
+    for (const p of f.peers) f.cluster.start(p, 0);
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    const v = viewOf(f, 'p0');
+    expect(v.generation).toBe(1);
+    expect(v.ranks.map((h) => `${h?.peerId}/${h?.bootId}`)).toEqual(f.peers.map((p) => `${p}/${f.cluster.node(p).bootId}`));
+  });
+});
+
+describe('agreement paths', () => {
+  test('simultaneous classic proposals (fast path impossible, no back-off jitter) still decide one view', () => {
+    const f = formed(4, 31, { timing: { fallbackJitterTicks: 0 } });
+    const proposers = new Set<string>();
+    f.cluster.onDeliver = (from, _to, msg) => {
+      if (msg.body.type === 'prepare') proposers.add(from);
+      return msg;
+    };
+    f.cluster.crash('p3');
+    // With 4 acceptors the fast quorum is 4: the three survivors must fall back to classic rounds.
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    expect(proposers.size).toBeGreaterThanOrEqual(2);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null]);
+  });
+
+  test('a message from the previous epoch arriving late is counted as stale and changes nothing', () => {
+    const f = formed(5, 32);
+    let captured: Message | null = null;
+    f.cluster.onDeliver = (_from, _to, msg) => {
+      if (!captured && msg.body.type === 'vote' && msg.epoch === 1) captured = msg;
+      return msg;
+    };
+    f.cluster.crash('p4');
+    f.cluster.runTicks(100);
+    expect(captured).not.toBeNull();
+    const v = viewOf(f, 'p0');
+    expect(v.epoch).toBe(2);
+    const core = f.cluster.node('p0').core!;
+    const staleBefore = core.counters.stale;
+    f.cluster.inject('p1', 'p0', captured!);
+    f.cluster.inject('p1', 'p0', { ...captured!, body: { type: 'decide', change: { remove: [], admit: [], addSpares: [], close: true } } });
+    f.cluster.runTicks(2);
+    expect(core.counters.stale).toBe(staleBefore + 2);
+    expect(core.view()).toBe(v);
+  });
+
+  test('close commits everywhere, and a node started afterwards learns it and stops', () => {
+    const f = formed(4, 33, {}, 3);
+    f.cluster.crash('p3');
+    f.cluster.node('p1').core!.requestClose();
+    f.cluster.runTicks(60);
+    for (const p of ['p0', 'p1', 'p2']) expect(viewOf(f, p).closed).toBe(true);
+    f.cluster.start('p3', 0);
+    // A new incarnation of the spare: outside the view until it learns the mesh closed.
+    expect(f.cluster.node('p3').core!.phase()).toBe('outsider');
+    f.cluster.runTicks(20);
+    expect(f.cluster.node('p3').core!.phase()).toBe('closed');
+    expect(viewOf(f, 'p3')).toEqual(viewOf(f, 'p0'));
+  });
+});
