@@ -6,6 +6,7 @@
  * proposal has been stable for formSettleTicks, it takes part in the current round: if it
  * is one of the proposal's rank holders it accepts the proposal, otherwise it passes.
  * A first view V commits in round r when every rank holder of V has accepted V in round r.
+ * Messages carry a 128-bit digest of the value, not the value (see formDigest).
  *
  * Rules (each node, durably, before telling anyone):
  *  - in one round a node accepts at most one value or passes; rounds never go back;
@@ -39,11 +40,11 @@ export interface FormCandidate {
   readonly rememberedRank: number;
 }
 
-/** What a peer last said in formation. */
+/** What a peer last said in formation: the digest of the value it accepted, or null for a pass. */
 export interface FormReport {
   readonly bootId: string;
   readonly round: number;
-  readonly value: readonly Incarnation[] | null;
+  readonly digest: string | null;
 }
 
 export type FormStep =
@@ -73,8 +74,37 @@ export function formationProposal(candidates: readonly FormCandidate[], worldSiz
   return ranks as Incarnation[];
 }
 
-export function formKey(value: readonly Incarnation[] | null): string {
-  return value === null ? 'pass' : value.map((i) => `${i.peerId}/${i.bootId}`).join(',');
+/**
+ * The digest formation messages carry instead of the value (a full value of 128 ranks would
+ * not fit a small gossip message). Each node only ever accepts the value it computed itself,
+ * so comparing digests is comparing values; 128 bits make an accidental collision negligible.
+ */
+export function formDigest(value: readonly Incarnation[]): string {
+  return digest128(value.map((i) => `${i.peerId}/${i.bootId}`).join(','));
+}
+
+/** cyrb128: four 32-bit lanes of multiply-xorshift mixing (not cryptographic; peers are authenticated). */
+export function digest128(text: string): string {
+  let h1 = 1779033703;
+  let h2 = 3144134277;
+  let h3 = 1013904242;
+  let h4 = 2773480762;
+  for (let i = 0; i < text.length; i++) {
+    const k = text.charCodeAt(i);
+    h1 = h2 ^ Math.imul(h1 ^ k, 597399067);
+    h2 = h3 ^ Math.imul(h2 ^ k, 2869860233);
+    h3 = h4 ^ Math.imul(h3 ^ k, 951274213);
+    h4 = h1 ^ Math.imul(h4 ^ k, 2716044179);
+  }
+  h1 = Math.imul(h3 ^ (h1 >>> 18), 597399067);
+  h2 = Math.imul(h4 ^ (h2 >>> 22), 2869860233);
+  h3 = Math.imul(h1 ^ (h3 >>> 17), 951274213);
+  h4 = Math.imul(h2 ^ (h4 >>> 19), 2716044179);
+  h1 ^= h2 ^ h3 ^ h4;
+  h2 ^= h1;
+  h3 ^= h1;
+  h4 ^= h1;
+  return [h1, h2, h3, h4].map((h) => (h >>> 0).toString(16).padStart(8, '0')).join('');
 }
 
 /** Formation logic of one node; the caller owns persistence and sending. */
@@ -98,7 +128,6 @@ export class Formation {
 
   /** One formation step given the present candidates (including this node). */
   step(self: FormCandidate, candidates: readonly FormCandidate[], now: number): FormStep {
-
     const commit = this.findCommit(self);
     if (commit) return { kind: 'commit', ranks: commit };
     const result = this.advanceRound(self, candidates, now);
@@ -107,35 +136,30 @@ export class Formation {
     return after ? { kind: 'commit', ranks: after } : result;
   }
 
-  /** A value every one of whose rank holders accepted it in one round, if any. */
+  /** This node's accepted value, once every one of its rank holders accepted it in this round. */
   private findCommit(self: FormCandidate): readonly Incarnation[] | null {
-    const own: FormReport = { bootId: self.bootId, round: this.state.round, value: this.state.vote?.value ?? null };
-    const all = new Map(this.reports);
-    if (this.state.vote) all.set(self.peerId, own);
-    const checked = new Set<string>();
-    for (const [, report] of all) {
-      if (!report.value) continue;
-      const key = `${report.round}:${formKey(report.value)}`;
-      if (checked.has(key)) continue;
-      checked.add(key);
-      if (report.value.every((h) => { const r = all.get(h.peerId); return !!r && r.round === report.round && r.value !== null && `${r.round}:${formKey(r.value)}` === key; })) {
-        return report.value;
-      }
-    }
-    return null;
+    const value = this.state.vote?.value;
+    if (!value) return null;
+    const digest = formDigest(value);
+    const round = this.state.round;
+    const all = value.every((h) => {
+      if (h.peerId === self.peerId) return true;
+      const r = this.reports.get(h.peerId);
+      return !!r && r.round === round && r.digest === digest;
+    });
+    return all ? value : null;
   }
 
   private advanceRound(self: FormCandidate, candidates: readonly FormCandidate[], now: number): FormStep {
-
     const maxRound = Math.max(this.state.round, ...[...this.reports.values()].map((r) => r.round));
     const vote = this.state.vote;
     if (vote && vote.value) {
       // Accepted: move on only when the value is provably dead in this round.
-      const key = formKey(vote.value);
+      const digest = formDigest(vote.value);
       const dead = vote.value.some((h) => {
         if (h.peerId === self.peerId) return false;
         const r = this.reports.get(h.peerId);
-        return !!r && (r.round > this.state.round || (r.round === this.state.round && formKey(r.value) !== key));
+        return !!r && (r.round > this.state.round || (r.round === this.state.round && r.digest !== digest));
       });
       if (!dead) return { kind: 'none' };
       this.state = { generation: this.state.generation, round: this.state.round + 1, vote: null };
@@ -150,11 +174,11 @@ export class Formation {
     if (vote) return { kind: 'none' };
 
     const proposal = formationProposal(candidates, this.config.worldSize);
-    const key = formKey(proposal);
     if (proposal === null) {
       this.proposalKey = '';
       return { kind: 'none' };
     }
+    const key = formDigest(proposal);
     if (key !== this.proposalKey) {
       this.proposalKey = key;
       this.proposalSinceTick = now;

@@ -15,7 +15,7 @@
  */
 import { Agreement, type AcceptorState, freshAcceptor } from './agreement.ts';
 import { type CoreConfig, ConfigError, type ResolvedConfig, resolveConfig } from './config.ts';
-import { Formation, type FormCandidate, type FormState } from './forming.ts';
+import { Formation, type FormCandidate, type FormState, formDigest } from './forming.ts';
 import { type Liveness, Membership } from './membership.ts';
 import { Prng } from './prng.ts';
 import {
@@ -302,7 +302,7 @@ export class RawNode {
     if (body.type === 'form') {
       if (body.worldSize !== this.config.worldSize) return this.reject('formation with another worldSize');
       this.membership.touch(from, body.bootId, this.now, msg.generation, msg.epoch);
-      this.formation?.heard(from, { bootId: body.bootId, round: body.round, value: body.value });
+      this.formation?.heard(from, { bootId: body.bootId, round: body.round, digest: body.digest });
       return;
     }
     this.reject(`${body.type} while forming`);
@@ -312,7 +312,8 @@ export class RawNode {
     const state = this.formation?.state;
     if (!state) return;
     this.lastFormSendTick = this.now;
-    this.gossip({ type: 'form', bootId: this.config.bootId, worldSize: this.config.worldSize, round: state.round, value: state.vote?.value ?? null });
+    const value = state.vote?.value;
+    this.gossip({ type: 'form', bootId: this.config.bootId, worldSize: this.config.worldSize, round: state.round, digest: value ? formDigest(value) : null });
   }
 
   private adoptGeneration(generation: number): void {

@@ -70,7 +70,8 @@ const bodySchema = z.discriminatedUnion('type', [
     bootId: id(64),
     worldSize: z.int().min(1).max(WORLD_SIZE_MAX),
     round: count,
-    value: z.array(incarnationSchema).max(WORLD_SIZE_MAX).readonly().nullable(),
+    /** Digest (formDigest) of the accepted first view; null: this node passes this round. */
+    digest: z.string().regex(/^[0-9a-f]{32}$/, '32 lowercase hex digits').nullable(),
   }),
   /** Gossip: an acceptor's vote (fast round: ballot 0) for a change of the current epoch. */
   z.strictObject({ type: z.literal('vote'), ballot: count, change: changeSchema }),

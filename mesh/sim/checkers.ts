@@ -14,7 +14,7 @@
  *    processes ever claim the same rank of the same (generation, epoch).
  */
 import { fastQuorum, quorumSize } from '../quorum.ts';
-import { formKey } from '../forming.ts';
+import { formDigest } from '../forming.ts';
 import type { PersistentState } from '../rawnode.ts';
 import type { Message } from '../wire.ts';
 import {
@@ -74,7 +74,7 @@ export class Checkers {
       let entry = byChange.get(key);
       if (!entry) byChange.set(key, (entry = { change: body.change, voters: new Set() }));
       entry.voters.add(peerId);
-    } else if (body.type === 'form' && body.value) {
+    } else if (body.type === 'form' && body.digest) {
       const form = stored?.form;
       const superseded = !!stored?.view && stored.view.generation >= msg.generation;
       const backed = !!form && form.generation === msg.generation && form.round >= body.round;
@@ -82,7 +82,7 @@ export class Checkers {
       const roundKey = `${msg.generation}:${body.round}`;
       let byValue = this.formAccepts.get(roundKey);
       if (!byValue) this.formAccepts.set(roundKey, (byValue = new Map()));
-      const key = formKey(body.value);
+      const key = body.digest;
       let peers = byValue.get(key);
       if (!peers) byValue.set(key, (peers = new Set()));
       peers.add(peerId);
@@ -154,7 +154,7 @@ export class Checkers {
   }
 
   private justifyFirst(peerId: string, view: View): void {
-    const key = formKey(view.ranks as NonNullable<View['ranks'][number]>[]);
+    const key = formDigest(view.ranks as NonNullable<View['ranks'][number]>[]);
     const holders = view.ranks.map((h) => h?.peerId);
     for (const [roundKey, byValue] of this.formAccepts) {
       if (!roundKey.startsWith(`${view.generation}:`)) continue;

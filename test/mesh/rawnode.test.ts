@@ -72,7 +72,7 @@ describe('RawNode', () => {
   test('every vote and formation acceptance is persisted before it is sent', () => {
     const d = cluster(['a', 'b', 'c', 'd'], 3);
     d.run(40);
-    const votes = d.sent.filter((s) => s.out.msg.body.type === 'vote' || (s.out.msg.body.type === 'form' && s.out.msg.body.value));
+    const votes = d.sent.filter((s) => s.out.msg.body.type === 'vote' || (s.out.msg.body.type === 'form' && s.out.msg.body.digest));
     expect(votes.length).toBeGreaterThan(0);
     for (const s of votes) {
       const st = s.storedAtSend!;

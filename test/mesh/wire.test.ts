@@ -8,8 +8,8 @@ const change = { remove: [inc], admit: [{ rank: 3, peerId: 'p9', bootId: 'b7' }]
 
 const samples: Message[] = [
   env({ type: 'hb', bootId: 'b1', role: 'member', ready: true, rememberedRank: 2, digest: 4294967295, reports: [inc], closeRequested: false }),
-  env({ type: 'form', bootId: 'b1', worldSize: 4, round: 3, value: [inc, inc, inc, inc] }, 0),
-  env({ type: 'form', bootId: 'b1', worldSize: 4, round: 0, value: null }, 0),
+  env({ type: 'form', bootId: 'b1', worldSize: 4, round: 3, digest: '0123456789abcdef0123456789abcdef' }, 0),
+  env({ type: 'form', bootId: 'b1', worldSize: 4, round: 0, digest: null }, 0),
   env({ type: 'vote', ballot: 0, change }),
   env({ type: 'prepare', ballot: 2049 }),
   env({ type: 'promise', ballot: 2049, votedBallot: -1, voted: null }),

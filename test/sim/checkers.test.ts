@@ -4,6 +4,7 @@ import { type CoreConfig, type PersistentState, RawNode } from '../../mesh/rawno
 import { Checkers, SafetyViolation } from '../../mesh/sim/checkers.ts';
 import { converged } from '../../mesh/sim/run.ts';
 import { applyChange, firstView } from '../../mesh/view.ts';
+import { formDigest } from '../../mesh/forming.ts';
 import type { Message } from '../../mesh/wire.ts';
 import { formed, viewOf } from './helpers.ts';
 
@@ -36,7 +37,7 @@ describe('each checker catches what it guards', () => {
   test('agreement: two different views for one (generation, epoch)', () => {
     const c = new Checkers();
     const inc = (p: string) => ({ peerId: p, bootId: 'b' });
-    c.onSend('a', { meshId: 'm', generation: 1, view: null, rememberedRank: -1, acceptor: null, form: { generation: 1, round: 0, vote: { value: [inc('a')] } } }, { v: 1, meshId: 'm', generation: 1, epoch: 0, body: { type: 'form', bootId: 'b', worldSize: 1, round: 0, value: [inc('a')] } });
+    c.onSend('a', { meshId: 'm', generation: 1, view: null, rememberedRank: -1, acceptor: null, form: { generation: 1, round: 0, vote: { value: [inc('a')] } } }, { v: 1, meshId: 'm', generation: 1, epoch: 0, body: { type: 'form', bootId: 'b', worldSize: 1, round: 0, digest: formDigest([inc('a')]) } });
     c.onCommit('a', firstView('m', 1, [inc('a')]));
     expect(() => c.onCommit('b', firstView('m', 1, [inc('b')]))).toThrow(/agreement/);
   });
