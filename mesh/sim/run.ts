@@ -100,12 +100,19 @@ export function runSeed(opts: RunOptions): RunResult {
       const canLose = actives.length === 0 ? 0 : actives.length - quorumSize(actives.length);
       const victims = prng.shuffle(actives).slice(0, prng.int(0, canLose));
       if (victims.length > 0) {
-        for (const p of victims) cluster.crash(p);
-        log(`tick ${faultTicks + result.convergeTicks}: ${victims.join(' ')} die for good`);
-        const again = cluster.runUntil(() => converged(cluster, checkers) === null, LIVENESS_TICKS_MAX);
+        // Each victim dies, or stays up but cut off from everyone: the majority core must
+        // converge without it either way.
+        const core = new Set(peers);
+        for (const p of victims) {
+          core.delete(p);
+          if (prng.chance(0.5)) cluster.crash(p);
+          else cluster.network.split([p], peers.filter((q) => q !== p));
+        }
+        log(`tick ${faultTicks + result.convergeTicks}: ${victims.join(' ')} die or are cut off for good`);
+        const again = cluster.runUntil(() => converged(cluster, checkers, core) === null, LIVENESS_TICKS_MAX);
         if (again < 0) {
           result.ok = false;
-          result.failure = `liveness: no convergence within ${LIVENESS_TICKS_MAX} ticks after ${victims.length} member(s) died: ${converged(cluster, checkers)}`;
+          result.failure = `liveness: the majority core did not converge within ${LIVENESS_TICKS_MAX} ticks after losing ${victims.length} member(s): ${converged(cluster, checkers, core)}`;
         }
         result.convergeTicks = Math.max(result.convergeTicks, again);
       }
@@ -123,11 +130,12 @@ export function runSeed(opts: RunOptions): RunResult {
 /**
  * Null when every live node holds the same view, that view holds exactly the live
  * incarnations (as ranks or spares), no rank is free while a spare waits, and no change is
- * under way anywhere; otherwise
- * why not. A closed mesh has converged when every live node that has a view holds it.
+ * under way anywhere; otherwise why not. With `core`, only those nodes count, and the view
+ * must hold exactly the core's live incarnations. A closed mesh has converged when every
+ * live node that has a view holds it.
  */
-export function converged(cluster: SimCluster, checkers: Checkers): string | null {
-  const live = cluster.liveNodes();
+export function converged(cluster: SimCluster, checkers: Checkers, core?: ReadonlySet<string>): string | null {
+  const live = cluster.liveNodes().filter((n) => !core || core.has(n.peerId));
   if (live.length === 0) return null;
   const latest = checkers.latest();
   if (latest?.closed) {
@@ -148,7 +156,7 @@ export function converged(cluster: SimCluster, checkers: Checkers): string | nul
   const recorded = [...first.ranks.filter((h) => h !== null), ...first.spares] as NonNullable<View['ranks'][number]>[];
   for (const inc of recorded) {
     const n = cluster.nodes.get(inc.peerId);
-    if (!n?.core || n.bootId !== inc.bootId) return `view ${first.epoch} still records dead incarnation ${inc.peerId}/${inc.bootId}`;
+    if (!n?.core || n.bootId !== inc.bootId || (core && !core.has(inc.peerId))) return `view ${first.epoch} still records dead incarnation ${inc.peerId}/${inc.bootId}`;
   }
   for (const n of live) {
     if (!recorded.some((inc) => inc.peerId === n.peerId && inc.bootId === n.bootId)) return `${n.peerId}/${n.bootId} is live but not in view ${first.epoch}`;
