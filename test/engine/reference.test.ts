@@ -7,22 +7,13 @@ import { createCpuExpertBackend } from '../../node/engine/cpu-experts.ts';
 import { expertsOf, placeExperts } from '../../node/engine/placement.ts';
 import { createReferenceEngine, EngineInputError, type ReferenceEngine } from '../../node/engine/reference.ts';
 import { expertWeights, uniform, Xoshiro128 } from '../../node/engine/weights.ts';
+import { requests } from './helpers.ts';
 import { epochKey, planes, ring } from '../comm/helpers.ts';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   await Promise.all(open.splice(0).map((x) => x.close()));
 });
-
-/** Requests with deterministic pseudo-random tokens. */
-export function requests(count: number, prefix: string, seed = 3): EngineRequest[] {
-  const rng = new Xoshiro128(seed, 99);
-  return Array.from({ length: count }, (_, i) => ({
-    id: `${prefix}-${i}`,
-    pipeline: 'test',
-    input: Array.from({ length: 1 + (rng.next() % 12) }, () => rng.next() % 256),
-  }));
-}
 
 async function engines(meshRanks: number[]): Promise<ReferenceEngine[]> {
   const out = meshRanks.map((m) => createReferenceEngine({ meshRank: m, initialMeshRanks: meshRanks, collectiveDeadlineMs: 5000 }));

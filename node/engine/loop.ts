@@ -1,0 +1,254 @@
+// The engine loop of one rank. Every iteration starts with a max all-reduce of "this rank
+// has queued work" over the epoch's active ranks (Megatron's rule), so all ranks agree on
+// what the iteration is: a step where a rank has work, a dummy step where it has none but
+// another rank has, or an idle wait when no rank has work. Ranks therefore issue the same
+// collectives in the same order, and the engine's expert-parallel step never waits on a
+// rank that is not stepping.
+//
+// On a communicator abort the loop stops stepping, puts the batch it was running back at
+// the head of its queue (nothing is lost) and reports; the owner builds the next epoch's
+// communicator and calls resume(comm).
+import { CommAbortedError, type Communicator } from '../../ffi/comm/communicator.ts';
+import type { Engine, EngineRequest, EngineResult } from './engine.ts';
+
+export interface EngineLoopOptions {
+  readonly engine: Engine;
+  readonly comm: Communicator;
+  /** Requests waiting on this rank, at most. Default 1024. */
+  readonly queueCapacity?: number;
+  /** Requests per step, at most. Default 32. */
+  readonly batchRequestsMax?: number;
+  /** With no work anywhere, wait this long (or until work arrives here) before asking again. Default 5. */
+  readonly idleWaitMs?: number;
+  /** Deadline of the per-iteration all-reduce. Default 10000. */
+  readonly collectiveDeadlineMs?: number;
+  /** Why a request cannot run (checked on submit), or null. E.g. ReferenceEngine.validateRequest. */
+  readonly validate?: (req: EngineRequest) => string | null;
+  readonly onIteration?: (stats: IterationStats) => void;
+  /** The communicator failed; the loop has stopped and kept its queue. */
+  readonly onAbort?: (reason: string) => void;
+  /** Work that later layers run between iterations (pause, joiners, plans). */
+  readonly control?: LoopControl;
+}
+
+/**
+ * Checked at the top of every iteration. `pending` must be a plain field read: with nothing
+ * pending the check costs nothing, which is what lets healthy ranks poll for joiners on
+ * every iteration.
+ */
+export interface LoopControl {
+  readonly pending: boolean;
+  /** Runs at the hook point when `pending` is set; it may swap the communicator. */
+  run(ctx: LoopControlContext): Promise<void>;
+}
+
+export interface LoopControlContext {
+  readonly comm: Communicator;
+  readonly queueLength: number;
+  setCommunicator(comm: Communicator): void;
+}
+
+export interface IterationStats {
+  /** Loop iterations since start, idle ones included. */
+  readonly iteration: number;
+  readonly kind: 'step' | 'dummy' | 'idle';
+  readonly iterationMs: number;
+  /** Requests and tokens this rank stepped (0 for dummy and idle). */
+  readonly batchRequests: number;
+  readonly batchTokens: number;
+  readonly queueLength: number;
+}
+
+export type EngineLoopStatus = { code: 'stopped' } | { code: 'running' } | { code: 'aborted'; reason: string };
+
+export class QueueFullError extends Error {
+  override readonly name = 'QueueFullError';
+}
+export class RequestRejectedError extends Error {
+  override readonly name = 'RequestRejectedError';
+}
+
+export function createEngineLoop(options: EngineLoopOptions): EngineLoop {
+  return new EngineLoop(options);
+}
+
+interface Pending {
+  readonly req: EngineRequest;
+  readonly resolve: (r: EngineResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+export class EngineLoop {
+  private readonly engine: Engine;
+  private comm: Communicator;
+  private readonly queue: Pending[] = [];
+  private readonly queueCapacity: number;
+  private readonly batchRequestsMax: number;
+  private readonly idleWaitMs: number;
+  private readonly deadlineMs: number;
+  private readonly options: EngineLoopOptions;
+  private status_: EngineLoopStatus = { code: 'stopped' };
+  private stopRequested = false;
+  private running: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private iterations = 0;
+  private readonly counts = { step: 0, dummy: 0, idle: 0 };
+
+  constructor(options: EngineLoopOptions) {
+    this.options = options;
+    this.engine = options.engine;
+    this.comm = options.comm;
+    this.queueCapacity = options.queueCapacity ?? 1024;
+    this.batchRequestsMax = options.batchRequestsMax ?? 32;
+    this.idleWaitMs = options.idleWaitMs ?? 5;
+    this.deadlineMs = options.collectiveDeadlineMs ?? 10_000;
+  }
+
+  get status(): EngineLoopStatus {
+    return this.status_;
+  }
+
+  get queueLength(): number {
+    return this.queue.length;
+  }
+
+  get communicator(): Communicator {
+    return this.comm;
+  }
+
+  /** Iterations run so far, by kind. */
+  stats(): { readonly step: number; readonly dummy: number; readonly idle: number } {
+    return { ...this.counts };
+  }
+
+  /** Queues a request; the promise settles with its result. Refused at once when full or invalid. */
+  submit(req: EngineRequest): Promise<EngineResult> {
+    const why = this.options.validate?.(req) ?? null;
+    if (why !== null) return Promise.reject(new RequestRejectedError(`request ${req.id}: ${why}`));
+    if (this.queue.length >= this.queueCapacity) return Promise.reject(new QueueFullError(`queue holds ${this.queueCapacity} requests`));
+    return new Promise<EngineResult>((resolve, reject) => {
+      this.queue.push({ req, resolve, reject });
+      this.wake?.();
+    });
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.stopRequested = false;
+    this.status_ = { code: 'running' };
+    this.running = this.run();
+  }
+
+  /**
+   * Stops after the current iteration; queued requests stay queued. An iteration blocked on
+   * peers ends when they take part or its deadline passes: abort the communicator first for
+   * an immediate stop.
+   */
+  async stop(): Promise<void> {
+    this.stopRequested = true;
+    this.wake?.();
+    await this.running;
+  }
+
+  /** After an abort (or a stop): continue on a new communicator with the kept queue. */
+  resume(comm: Communicator): void {
+    if (this.running) throw new Error('resume: the loop is still running');
+    this.comm = comm;
+    this.start();
+  }
+
+  /** Fails every queued request (teardown). */
+  failQueued(reason: string): void {
+    for (const p of this.queue.splice(0)) p.reject(new RequestRejectedError(`request ${p.req.id}: ${reason}`));
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (!this.stopRequested) await this.iterate();
+      this.status_ = { code: 'stopped' };
+    } catch (e) {
+      const reason = e instanceof CommAbortedError ? e.reason : `engine loop failed: ${e instanceof Error ? e.message : String(e)}`;
+      // A failure outside the communicator leaves peers mid-collective: abort so they learn
+      // now rather than at their deadline.
+      if (!(e instanceof CommAbortedError)) this.comm.abort(reason);
+      this.status_ = { code: 'aborted', reason };
+      this.options.onAbort?.(reason);
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async iterate(): Promise<void> {
+    const started = performance.now();
+    this.iterations += 1;
+
+    // ---- Hook point: pause, joiners and plans are handled here, between iterations. ----
+    const control = this.options.control;
+    if (control?.pending) {
+      await control.run({ comm: this.comm, queueLength: this.queue.length, setCommunicator: (c) => (this.comm = c) });
+    }
+
+    const comm = this.comm;
+    const hasWork = this.queue.length > 0 ? 1 : 0;
+    const anyWork = await comm.allReduce(new Int32Array([hasWork]), 'max', { deadlineMs: this.deadlineMs });
+    if (anyWork[0] === 0) {
+      await this.idleWait();
+      this.report('idle', started, 0, 0);
+      return;
+    }
+    if (!hasWork) {
+      await this.engine.dummyStep(comm);
+      this.report('dummy', started, 0, 0);
+      return;
+    }
+    const batch = this.queue.splice(0, this.batchRequestsMax);
+    let results: EngineResult[];
+    try {
+      results = await this.engine.step(
+        batch.map((p) => p.req),
+        comm,
+      );
+    } catch (e) {
+      // A lost communicator loses nothing: the batch goes back to the head of the queue, in
+      // order, for the next epoch. Any other failure is the engine's verdict on this batch:
+      // its requests are reported failed rather than retried forever.
+      if (e instanceof CommAbortedError) this.queue.unshift(...batch);
+      else for (const p of batch) p.reject(new RequestRejectedError(`request ${p.req.id}: ${e instanceof Error ? e.message : String(e)}`));
+      throw e;
+    }
+    const byId = new Map(results.map((r) => [r.id, r]));
+    let tokens = 0;
+    for (const p of batch) {
+      tokens += p.req.input.length;
+      const r = byId.get(p.req.id);
+      if (r) p.resolve(r);
+      else p.reject(new RequestRejectedError(`request ${p.req.id}: the engine returned no result`));
+    }
+    this.report('step', started, batch.length, tokens);
+  }
+
+  private idleWait(): Promise<void> {
+    if (this.queue.length > 0 || this.stopRequested) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, this.idleWaitMs);
+      this.wake = done;
+    });
+  }
+
+  private report(kind: IterationStats['kind'], started: number, batchRequests: number, batchTokens: number): void {
+    this.counts[kind] += 1;
+    this.options.onIteration?.({
+      iteration: this.iterations,
+      kind,
+      iterationMs: performance.now() - started,
+      batchRequests,
+      batchTokens,
+      queueLength: this.queue.length,
+    });
+  }
+}
