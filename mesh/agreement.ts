@@ -20,7 +20,10 @@ export interface AcceptorState {
   readonly epoch: number;
   /** Invariant: promised ≥ votedBallot; it never decreases within an epoch. */
   readonly promised: number;
-  /** -1 when this acceptor has not voted in this epoch; 0 is the fast round. */
+  /**
+   * -1 when this acceptor has not voted in this epoch; 0 is the fast round.
+   * Invariant: a fast-round vote (0) is only cast while promised === 0, and at most once.
+   */
   readonly votedBallot: number;
   readonly voted: Change | null;
 }
@@ -58,12 +61,14 @@ export class Agreement {
   /** Votes seen, by ballot then change key. Invariant: one entry per (ballot, voter). */
   private readonly votes = new Map<number, Map<string, Tally>>();
   private readonly votedAt = new Map<number, Set<string>>();
+  /** Invariant: a proposer proposes at most one value per ballot (p.value is set once). */
   private proposer: Proposer | null = null;
   private startedTick: number | null = null;
   private nextFallbackTick = 0;
   private lastSendTick = -Infinity;
   private maxBallotSeen = 0;
   private lastOwnChange: Change | null = null;
+  /** Invariant: once true, nothing else happens in this instance (the node installs the next view). */
   private done = false;
 
   constructor(

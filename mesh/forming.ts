@@ -29,6 +29,7 @@ import type { Incarnation } from './view.ts';
 
 export interface FormState {
   readonly generation: number;
+  /** Invariant: never decreases within a generation. */
   readonly round: number;
   /** What this node did in `round`: accepted a value, passed, or nothing yet. */
   readonly vote: { readonly value: readonly Incarnation[] | null } | null;

@@ -92,12 +92,15 @@ export class RawNode {
   private readonly prng: Prng;
   private readonly membership: Membership;
   private now = 0;
+  /** Invariant: equals currentView.generation whenever there is a view; only grows. */
   private generation: number;
+  /** Invariant: only ever replaced by a view with a higher (generation, epoch). */
   private currentView: View | null = null;
   /** Derived from currentView at install (the digest and mask are read on every message). */
   private currentDigest = 0;
   private currentMaskHex = '0';
   private rememberedRank: number;
+  /** Invariant: exactly one of formation (no view) and agreement (open view) is set; neither when closed. */
   private formation: Formation | null = null;
   private agreement: Agreement | null = null;
   private readyFlag = false;
@@ -111,6 +114,7 @@ export class RawNode {
   readonly counters: Counters = { stale: 0, future: 0, rejected: {} };
 
   // Output of the current batch; handed out by ready().
+  /** Invariant: set whenever state that PersistentState holds changed since the last ready(). */
   private dirty = false;
   private messages: Outbound[] = [];
   private actions: Action[] = [];
