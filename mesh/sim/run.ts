@@ -139,9 +139,12 @@ export function converged(cluster: SimCluster, checkers: Checkers, core?: Readon
   if (live.length === 0) return null;
   const latest = checkers.latest();
   if (latest?.closed) {
+    // Nodes restarted after the close form the next generation once worldSize of them run.
+    const forming = live.filter((n) => n.core!.phase() === 'forming' && n.core!.generationNumber() > latest.generation);
+    if (forming.length >= latest.worldSize) return `${forming.length} nodes are forming generation ${latest.generation + 1}`;
     for (const n of live) {
       const v = n.core!.view();
-      if (n.core!.phase() === 'forming' && n.core!.generationNumber() > latest.generation) continue;
+      if (forming.includes(n)) continue;
       if (!v || viewKey(v) !== viewKey(latest)) return `${n.peerId} has not learned the closed view`;
     }
     return null;

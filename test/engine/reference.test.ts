@@ -150,6 +150,38 @@ describe('stepping', () => {
     expect(new Set(all.map((e) => e.exportState().iteration)).size).toBe(1);
   });
 
+  test('ranks that warmed up alone agree on one placement at their first step', async () => {
+    const meshRanks = [0, 1, 2];
+    const es = meshRanks.map((m) => createReferenceEngine({ meshRank: m, initialMeshRanks: [m] }));
+    await Promise.all(es.map((e) => e.warmUp()));
+    // Before the first step each one believes it holds every expert.
+    expect(es.map((e, i) => expertsOf(e.exportState().placement, i).length)).toEqual([8, 8, 8]);
+    const comms = await communicators(meshRanks);
+    const reqs = requests(12, 'alone');
+    const got = await runSplit(es, comms, reqs);
+    const placements = es.map((e) => e.exportState().placement);
+    expect(placements[1]).toEqual(placements[0]);
+    expect(placements[2]).toEqual(placements[0]);
+    expect(placements[0]).toEqual(placeExperts(8, meshRanks, [0, 0, 0, 0, 0, 0, 0, 0]));
+    const [single] = await engines([0]);
+    const [solo] = await communicators([0]);
+    expect(got).toEqual(new Map((await single!.step(reqs, solo!)).map((r) => [r.id, r.output])));
+  });
+
+  test('a joiner that did not adopt state follows the ranks that have served', async () => {
+    const es = await engines([0, 1]);
+    const comms = await communicators([0, 1], 1);
+    await runSplit(es, comms, requests(4, 'warm'));
+    await runSplit(es, comms, requests(4, 'warm2'));
+    const joiner = createReferenceEngine({ meshRank: 2, initialMeshRanks: [2] });
+    await joiner.warmUp();
+    const all = [...es, joiner];
+    const grown = await communicators([0, 1, 2], 2);
+    await runSplit(all, grown, requests(6, 'after'));
+    expect(all.map((e) => e.exportState().iteration)).toEqual([3, 3, 3]);
+    expect(joiner.exportState().placement).toEqual(placeExperts(8, [0, 1, 2], placeExperts(8, [0, 1])));
+  });
+
   test('bad input is refused before any collective', async () => {
     const [engine] = await engines([0]);
     const [comm] = await communicators([0]);

@@ -128,6 +128,21 @@ describe('crashes and restarts', () => {
     expect(v.generation).toBe(1);
     expect(v.ranks.map((h) => `${h?.peerId}/${h?.bootId}`)).toEqual(f.peers.map((p) => `${p}/${f.cluster.node(p).bootId}`));
   });
+  test('after a close, restarted nodes form the next generation with their remembered ranks', () => {
+    const f = formed(4, 25);
+    f.cluster.node('p0').core!.requestClose();
+    f.cluster.runTicks(60);
+    expect(viewOf(f, 'p3').closed).toBe(true);
+    for (const p of f.peers) f.cluster.crash(p);
+    // Restart in reverse order: ranks must still follow what each node remembers.
+    for (const p of [...f.peers].reverse()) f.cluster.start(p, 0);
+    expect(f.cluster.node('p0').core!.phase()).toBe('forming');
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    const v = viewOf(f, 'p0');
+    expect(v.generation).toBe(2);
+    expect(v.epoch).toBe(1);
+    expect(holders(v)).toEqual(['p0', 'p1', 'p2', 'p3']);
+  });
 });
 
 describe('agreement paths', () => {
