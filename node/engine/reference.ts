@@ -27,8 +27,8 @@ export interface ReferenceEngineOptions {
   readonly warmUpMs?: number;
   /** Deadline for each collective a step issues. Default 30000. */
   readonly collectiveDeadlineMs?: number;
-  /** Largest number of tokens one rank may put into a step. Default 65536. */
-  readonly stepTokensMax?: number;
+  /** Largest number of tokens in one request. Default 4096. */
+  readonly requestTokensMax?: number;
 }
 
 /** A request the engine cannot run (bad tokens, too large); nothing was changed. */
@@ -57,7 +57,7 @@ export class ReferenceEngine implements Engine {
   private readonly backend: ExpertBackend;
   private readonly warmUpMs: number;
   private readonly deadlineMs: number;
-  private readonly stepTokensMax: number;
+  private readonly requestTokensMax: number;
   private status_: ReferenceEngineStatus = 'cold';
   private emb: Float32Array | null = null;
   private routes: Int32Array | null = null;
@@ -78,7 +78,7 @@ export class ReferenceEngine implements Engine {
     this.backend = (options.expertBackend ?? createCpuExpertBackend)();
     this.warmUpMs = options.warmUpMs ?? 0;
     this.deadlineMs = options.collectiveDeadlineMs ?? 30_000;
-    this.stepTokensMax = options.stepTokensMax ?? 65_536;
+    this.requestTokensMax = options.requestTokensMax ?? 4096;
     const initial = [...(options.initialMeshRanks ?? [options.meshRank ?? 0])];
     this.placement = placeExperts(this.model.experts, initial);
     this.placedFor = initial;
@@ -93,7 +93,7 @@ export class ReferenceEngine implements Engine {
   validateRequest(req: EngineRequest): string | null {
     if (!Array.isArray(req.input)) return 'input must be an array of tokens';
     if (req.input.length === 0) return 'input is empty';
-    if (req.input.length > this.stepTokensMax) return `input has ${req.input.length} tokens, the limit is ${this.stepTokensMax}`;
+    if (req.input.length > this.requestTokensMax) return `input has ${req.input.length} tokens, the limit is ${this.requestTokensMax}`;
     for (const t of req.input) {
       if (!Number.isInteger(t) || t < 0 || t >= this.model.vocab) return `token ${String(t)} is not in 0..${this.model.vocab - 1}`;
     }
@@ -178,31 +178,38 @@ export class ReferenceEngine implements Engine {
   /** The step and dummy step in one: an empty batch still joins every collective. */
   private async forward(batch: readonly EngineRequest[], comm: Communicator): Promise<EngineResult[]> {
     if (this.status_ !== 'ready') throw new EngineStateError(`step in state ${this.status_}`);
-    const { hidden: d, vocab } = this.model;
-    const self = comm.meshRanks[comm.rank]!;
-    await this.applyView(comm.meshRanks, self);
+    const { hidden: d, vocab, experts: E } = this.model;
     const tokens: number[] = [];
     for (const req of batch) for (const t of req.input) tokens.push(t);
-    if (tokens.length > this.stepTokensMax) throw new EngineInputError(`batch of ${tokens.length} tokens exceeds ${this.stepTokensMax}`);
     const opts = { deadlineMs: this.deadlineMs };
 
-    // 1. Who brings how many tokens, and is everyone in the same iteration? On a new
-    // communicator the ranks take the highest count: a step cut short by an abort may have
-    // advanced some ranks and not others.
-    const header = await comm.allGather(new Int32Array([tokens.length, this.iteration]), opts);
+    // 1. Who brings how many tokens, and is everyone in the same iteration? The first step
+    // on a new communicator also agrees on the placement and the iteration: every rank
+    // sends its own, and all adopt those of the lowest rank among the furthest along (a
+    // rank that warmed up alone, or missed the end of an aborted step, catches up here).
     const fresh = comm !== this.lastComm;
     this.lastComm = comm;
+    const width = fresh ? 2 + E : 2;
+    const own = new Int32Array(width);
+    own[0] = tokens.length;
+    own[1] = this.iteration;
+    if (fresh) own.set(this.placement, 2);
+    const header = await comm.allGather(own, opts);
     const counts: number[] = [];
-    let highest = this.iteration;
+    let source = 0;
     for (let r = 0; r < comm.size; r++) {
-      counts.push(header[2 * r]!);
-      const it = header[2 * r + 1]!;
-      highest = Math.max(highest, it);
-      if (!fresh && it !== this.iteration) {
-        throw new EngineDesyncError(`rank ${r} is at iteration ${it}, this rank at ${this.iteration}`);
-      }
+      counts.push(header[r * width]!);
+      const it = header[r * width + 1]!;
+      if (!fresh && it !== this.iteration) throw new EngineDesyncError(`rank ${r} is at iteration ${it}, this rank at ${this.iteration}`);
+      if (it > header[source * width + 1]!) source = r;
     }
-    this.iteration = highest + 1;
+    this.iteration = header[source * width + 1]! + 1;
+    if (fresh) {
+      const agreed = Array.from(header.subarray(source * width + 2, source * width + 2 + E));
+      this.placement = placeExperts(E, comm.meshRanks, agreed);
+      this.placedFor = [...comm.meshRanks];
+    }
+    await this.applyView(comm.meshRanks, comm.meshRanks[comm.rank]!);
     const maxCount = Math.max(...counts);
     const total = counts.reduce((a, b) => a + b, 0);
     if (total === 0) return [];
