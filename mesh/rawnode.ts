@@ -100,6 +100,8 @@ export class RawNode {
   private currentDigest = 0;
   private currentMaskHex = '0';
   private rememberedRank: number;
+  /** The closed view of the previous generation while forming the next one (answers catch-up). */
+  private closedView: View | null = null;
   /** Invariant: exactly one of formation (no view) and agreement (open view) is set; neither when closed. */
   private formation: Formation | null = null;
   private agreement: Agreement | null = null;
@@ -139,7 +141,8 @@ export class RawNode {
       this.agreement = this.newAgreement(view, state);
     } else {
       // No view, or the last one closed: form the next generation.
-      this.generation = view ? view.generation + 1 : Math.max(1, restored?.generation ?? 1);
+      this.closedView = view;
+      this.generation = Math.max(view ? view.generation + 1 : 1, restored?.generation ?? 1);
       const form = restored?.form;
       this.formation = new Formation(this.config, form && form.generation === this.generation ? form : { generation: this.generation, round: 0, vote: null });
     }
@@ -178,7 +181,8 @@ export class RawNode {
         return this.pushView(from, false);
       }
       this.counters.future++;
-      if (this.phase() === 'forming' && msg.epoch === 0) return this.adoptGeneration(msg.generation);
+      const phase = this.phase();
+      if ((phase === 'forming' || phase === 'closed') && msg.epoch === 0) return this.adoptGeneration(msg.generation);
       return this.requestView(from);
     }
     if (this.phase() === 'forming') return this.stepForming(from, msg);
@@ -320,8 +324,16 @@ export class RawNode {
     this.gossip({ type: 'form', bootId: this.config.bootId, worldSize: this.config.worldSize, round: state.round, digest: value ? formDigest(value) : null });
   }
 
+  /**
+   * A forming peer of a later generation exists, so the mesh closed and restarted: join that
+   * formation. Only a forming or closed node does; one holding an open view asks for the
+   * view instead and learns of the close first.
+   */
   private adoptGeneration(generation: number): void {
     if (generation <= this.generation) return;
+    if (this.currentView?.closed) this.closedView = this.currentView;
+    this.currentView = null;
+    this.agreement = null;
     this.generation = generation;
     this.formation = new Formation(this.config, { generation, round: 0, vote: null });
     this.dirty = true;
@@ -402,7 +414,8 @@ export class RawNode {
 
   /** Sends our view to a peer that asked (always) or that we saw lagging (rate-limited). */
   private pushView(peer: string, asked: boolean): void {
-    const view = this.currentView;
+    // A node forming a new generation still tells laggards how the last one ended.
+    const view = this.currentView ?? this.closedView;
     if (!view) return;
     if (!asked) {
       const last = this.lastPushTick.get(peer) ?? -Infinity;
@@ -499,7 +512,7 @@ export class RawNode {
     return {
       meshId: this.config.meshId,
       generation: this.generation,
-      view: this.currentView,
+      view: this.currentView ?? this.closedView,
       rememberedRank: this.rememberedRank,
       acceptor: this.agreement?.acceptorState() ?? null,
       form: this.formation?.state ?? null,

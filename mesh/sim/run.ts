@@ -139,9 +139,10 @@ export function converged(cluster: SimCluster, checkers: Checkers, core?: Readon
   if (live.length === 0) return null;
   const latest = checkers.latest();
   if (latest?.closed) {
-    // Nodes restarted after the close form the next generation once worldSize of them run.
+    // Nodes restarted after the close form the next generation, joined by the others, once
+    // worldSize nodes run.
     const forming = live.filter((n) => n.core!.phase() === 'forming' && n.core!.generationNumber() > latest.generation);
-    if (forming.length >= latest.worldSize) return `${forming.length} nodes are forming generation ${latest.generation + 1}`;
+    if (forming.length > 0 && live.length >= latest.worldSize) return `${forming.length} nodes are forming generation ${latest.generation + 1}`;
     for (const n of live) {
       const v = n.core!.view();
       if (forming.includes(n)) continue;
