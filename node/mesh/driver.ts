@@ -1,0 +1,185 @@
+// The runtime driver of the protocol core: it feeds the core real ticks (a timer), real
+// gossip and direct messages (the libp2p transport) and real probe results (libp2p ping),
+// and carries out what the core hands back in ready() — persist first, then send, then act.
+// The simulator in mesh/sim/ is the other driver of the same core.
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { Action, RawNode, View } from '../../mesh/rawnode.ts';
+import { decode, encode, type Message } from '../../mesh/wire.ts';
+import type { Transport } from '../p2p/transport.ts';
+import type { CoreStore } from './store.ts';
+
+/** Gossip channel and request name of the core protocol. */
+export const CORE_CHANNEL = 'core';
+
+export interface MeshDriverOptions {
+  core: RawNode;
+  transport: Transport;
+  store: CoreStore;
+  log: Logger;
+  tickMs: number;
+  /** Budget of one direct probe (libp2p ping); a failed or late probe counts as failed. */
+  probeTimeoutMs: number;
+  /** Budget of one direct core message. */
+  directTimeoutMs: number;
+}
+
+export interface MeshDriverEvents {
+  view: [view: View];
+  closed: [view: View];
+}
+
+export type DriverStatus = { code: 'stopped' } | { code: 'started'; timer: ReturnType<typeof setInterval> };
+
+/** Counts of what the driver refused or failed to do, by reason (for /metrics and tests). */
+export interface DriverCounters {
+  gossipIn: number;
+  gossipOut: number;
+  directIn: number;
+  directOut: number;
+  rejected: Record<string, number>;
+  sendFailures: number;
+}
+
+export class MeshDriver extends EventEmitter<MeshDriverEvents> {
+  readonly core: RawNode;
+  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0 };
+  private state: DriverStatus = { code: 'stopped' };
+  private unsubscribe: (() => void) | undefined;
+  private handlerRegistered = false;
+  private draining = false;
+
+  constructor(private readonly options: MeshDriverOptions) {
+    super();
+    this.core = options.core;
+  }
+
+  status(): DriverStatus {
+    return this.state;
+  }
+
+  /** Subscribes to the core channel, serves direct core messages and starts ticking. */
+  async start(): Promise<void> {
+    if (this.state.code === 'started') return;
+    const { transport } = this.options;
+    this.unsubscribe = transport.subscribe(CORE_CHANNEL, (from, bytes) => this.receive(from, bytes, 'gossip'));
+    if (!this.handlerRegistered) {
+      await transport.handle(CORE_CHANNEL, (from, bytes) => {
+        this.receive(from, bytes, 'direct');
+        return new Uint8Array(0);
+      });
+      this.handlerRegistered = true;
+    }
+    const timer = setInterval(() => this.onTick(), this.options.tickMs);
+    this.state = { code: 'started', timer };
+    // The core's first ready() holds its restored state and its first heartbeat.
+    this.drain();
+  }
+
+  /** Stops ticking and receiving; nothing is sent after stop() returns. Idempotent. */
+  stop(): void {
+    if (this.state.code !== 'started') return;
+    clearInterval(this.state.timer);
+    this.state = { code: 'stopped' };
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  private onTick(): void {
+    if (this.state.code !== 'started') return;
+    this.core.tick();
+    this.drain();
+  }
+
+  private receive(from: string, bytes: Uint8Array, path: 'gossip' | 'direct'): void {
+    if (this.state.code !== 'started') return;
+    if (path === 'gossip') this.counters.gossipIn++;
+    else this.counters.directIn++;
+    const decoded = decode(bytes);
+    if (!decoded.ok) {
+      this.reject('malformed');
+      this.options.log.debug({ from, reason: decoded.reason, path }, 'rejected a malformed core message');
+      return;
+    }
+    this.core.step(from, decoded.msg);
+    this.drain();
+  }
+
+  private reject(reason: string): void {
+    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
+  }
+
+  /**
+   * Hands every ready() batch out: persist (a synchronous SQLite write, durable when it
+   * returns), then send, then act, then advance. Re-entrant calls (a handler stepping the
+   * core while a batch is handed out) are folded into the running loop.
+   */
+  private drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      // Bounded: each batch is produced by inputs already taken; a core that kept producing
+      // batches with no new input would be a bug, so cap the loop rather than spin.
+      for (let i = 0; i < 64 && this.core.hasReady(); i++) {
+        const ready = this.core.ready();
+        const nowMs = Date.now();
+        if (ready.persist !== null) this.options.store.save(ready.persist, nowMs);
+        for (const out of ready.messages) {
+          if (out.kind === 'gossip') this.publish(out.msg);
+          else this.sendDirect(out.to, out.msg);
+        }
+        for (const action of ready.actions) this.act(action, nowMs);
+        this.core.advance();
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private publish(msg: Message): void {
+    this.counters.gossipOut++;
+    this.options.transport.publish(CORE_CHANNEL, encode(msg)).catch((err: Error) => {
+      // No subscribed peer yet (a lone node) is normal; anything else is worth a debug line.
+      this.counters.sendFailures++;
+      this.options.log.debug({ err: err.message }, 'core gossip not sent');
+    });
+  }
+
+  private sendDirect(to: string, msg: Message): void {
+    this.counters.directOut++;
+    void this.options.transport.request(to, CORE_CHANNEL, encode(msg), { timeoutMs: this.options.directTimeoutMs }).then((result) => {
+      if (!result.ok) {
+        this.counters.sendFailures++;
+        this.options.log.debug({ to, error: result.error, message: result.message }, 'direct core message not delivered');
+      }
+    });
+  }
+
+  private act(action: Action, nowMs: number): void {
+    switch (action.kind) {
+      case 'probe': {
+        const peer = action.peer;
+        void this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs }).then((result) => {
+          if (this.state.code !== 'started') return;
+          this.core.probeResult(peer, result.ok);
+          this.drain();
+        });
+        return;
+      }
+      case 'viewCommitted': {
+        this.options.store.recordView(action.view, nowMs);
+        this.options.log.info(
+          { generation: action.view.generation, epoch: action.view.epoch, mask: this.core.maskHex(), spares: action.view.spares.length },
+          'view committed',
+        );
+        this.emit('view', action.view);
+        return;
+      }
+      case 'closed': {
+        this.options.log.info({ generation: action.view.generation, epoch: action.view.epoch }, 'mesh closed');
+        this.emit('closed', action.view);
+        return;
+      }
+    }
+  }
+}
