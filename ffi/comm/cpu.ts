@@ -71,10 +71,10 @@ export async function createCpuCommunicator(options: CpuCommunicatorOptions): Pr
 
   const inbound = dataPlane.expect({ key, fromMeshRank: prevMeshRank, toMeshRank: self });
   const timer = setTimeout(inbound.cancel, connectTimeoutMs);
-  const results = await Promise.allSettled([
-    dataPlane.connect({ key, fromMeshRank: self, toMeshRank: nextMeshRank }, nextAddress.host, nextAddress.port, connectTimeoutMs),
-    inbound.link,
-  ]);
+  const outbound = dataPlane.connect({ key, fromMeshRank: self, toMeshRank: nextMeshRank }, nextAddress.host, nextAddress.port, connectTimeoutMs);
+  // A refused or unreachable next rank fails the setup now, not at the inbound timeout.
+  outbound.catch(inbound.cancel);
+  const results = await Promise.allSettled([outbound, inbound.link]);
   clearTimeout(timer);
   const [next, prev] = results;
   if (next.status === 'rejected' || prev.status === 'rejected') {
@@ -82,7 +82,7 @@ export async function createCpuCommunicator(options: CpuCommunicatorOptions): Pr
     await Promise.all(links.map((l) => l.close('communicator setup failed')));
     const why = [
       next.status === 'rejected' ? `link to mesh rank ${nextMeshRank}: ${(next.reason as Error).message}` : null,
-      prev.status === 'rejected' ? `link from mesh rank ${prevMeshRank}: not connected within ${connectTimeoutMs} ms` : null,
+      prev.status === 'rejected' && next.status === 'fulfilled' ? `link from mesh rank ${prevMeshRank}: not connected within ${connectTimeoutMs} ms` : null,
     ].filter((x) => x !== null);
     throw new CommSetupError(`epoch ${key.generation}/${key.epoch} rank ${rank}: ${why.join('; ')}`);
   }
@@ -163,11 +163,18 @@ export class CpuCommunicator implements Communicator {
     this.abortWaiters.clear();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Lets collectives already called finish for up to `graceMs` (peers may still be
+   * completing them), then aborts whatever is left and closes both ring links.
+   */
+  async close(graceMs = 2000): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    // Let collectives already called finish (each is bounded by its deadline or an abort).
-    await this.tail.catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    const settled = await Promise.race([this.tail.then(() => true), grace.then(() => false)]);
+    clearTimeout(timer);
+    if (!settled) this.abort(`closed with a collective still pending after ${graceMs} ms`);
     if (this.abortReason === null) this.abortReason = 'communicator closed';
     await Promise.all(this.links.map((l) => l.close('communicator closed')));
   }

@@ -77,6 +77,21 @@ describe('collectives', () => {
     await Promise.all([...early, comms[2]!.barrier()]);
   });
 
+  test('a receiver that falls behind pauses its socket and still gets every byte', async () => {
+    const nodes = await Promise.all(
+      [0, 1].map(() => CpuDataPlane.listen({ meshId, meshKey, bufferedBytesMax: 64 * 1024 })),
+    );
+    const comms = await ring(nodes, epochKey(1), [0, 1], { pieceBytes: 256 * 1024 });
+    open.push(...comms, ...nodes);
+    const data = dataFor(0, 1_000_000);
+    const sent = comms[0]!.broadcast(data, 0);
+    // Rank 1 has not called broadcast yet: its link stops reading at the limit.
+    await waitFor(() => nodes[1]!.stats().readPauses >= 1);
+    const got = await comms[1]!.broadcast(new Float32Array(data.length), 0);
+    await sent;
+    expect(sameBytes(got, data)).toBe(true);
+  });
+
   test('a one-rank communicator returns copies without sockets', async () => {
     const [plane] = await planes(1);
     open.push(plane!);
@@ -245,6 +260,31 @@ describe('aborts', () => {
     expect(results.every((r) => r.status === 'rejected')).toBe(true);
     const reasons = results.map((r) => (r.status === 'rejected' ? String((r.reason as Error).message) : ''));
     expect(reasons.some((m) => m.includes('collective mismatch'))).toBe(true);
+  });
+
+  test('close() with a collective no peer joins gives up after its grace period', async () => {
+    const comms = await cluster(2);
+    const lone = comms[0]!.allReduce(new Float32Array(4), 'sum');
+    const t0 = performance.now();
+    await comms[0]!.close(100);
+    await expect(lone).rejects.toBeInstanceOf(CommAbortedError);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  test('setup fails fast when the next rank cannot be reached', async () => {
+    const [plane] = await planes(1);
+    open.push(plane!);
+    const t0 = performance.now();
+    const setup = createCpuCommunicator({
+      dataPlane: plane!,
+      key: epochKey(1),
+      rank: 0,
+      meshRanks: [0, 1],
+      peers: [{ meshRank: 1, host: '127.0.0.1', port: 1 }],
+      connectTimeoutMs: 300,
+    });
+    await expect(setup).rejects.toBeInstanceOf(CommSetupError);
+    expect(performance.now() - t0).toBeLessThan(2000);
   });
 
   test('close() leaves no socket behind', async () => {

@@ -54,6 +54,8 @@ export interface DataPlaneStats {
   readonly refusedEpoch: number;
   /** Refused for malformed messages, timeouts or too many pending connections. */
   readonly refusedProtocol: number;
+  /** Times a link stopped reading because `bufferedBytesMax` unread bytes were waiting. */
+  readonly readPauses: number;
 }
 
 /** The dialer was refused by the peer, or could not reach it in time. */
@@ -79,8 +81,9 @@ export class DataLink {
   constructor(
     private readonly socket: Socket<SocketSlot>,
     bufferedBytesMax: number,
+    onPause?: () => void,
   ) {
-    this.reader = new ByteReader(socket, bufferedBytesMax);
+    this.reader = new ByteReader(socket, bufferedBytesMax, onPause);
     this.writer = new ByteWriter(socket);
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
     socket.data.events = {
@@ -154,7 +157,7 @@ export class CpuDataPlane {
   private readonly hostnameOption: string;
   private readonly portOption: number;
   private pendingConnections = 0;
-  private readonly counts = { accepted: 0, refusedAuth: 0, refusedEpoch: 0, refusedProtocol: 0 };
+  private readonly counts = { accepted: 0, refusedAuth: 0, refusedEpoch: 0, refusedProtocol: 0, readPauses: 0 };
   /** Edges a communicator here waits for, by edge id. */
   private readonly expected = new Map<string, { resolve: (link: DataLink) => void; reject: (e: Error) => void }>();
   /** Authenticated connections that arrived before their communicator, by edge id. */
@@ -285,7 +288,7 @@ export class CpuDataPlane {
     }
     this.pendingConnections += 1;
     this.handshaking.add(socket);
-    const link = new DataLink(socket, this.bufferedBytesMax);
+    const link = new DataLink(socket, this.bufferedBytesMax, () => (this.counts.readPauses += 1));
     this.track(link);
     const timer = setTimeout(() => link.terminate(), this.handshakeTimeoutMs);
     try {
@@ -416,7 +419,7 @@ export class CpuDataPlane {
     } catch (e) {
       throw new DataPlaneConnectError('unreachable', `connect to ${hostname}:${port}: ${(e as Error).message}`);
     }
-    const link = new DataLink(socket, this.bufferedBytesMax);
+    const link = new DataLink(socket, this.bufferedBytesMax, () => (this.counts.readPauses += 1));
     this.track(link);
     const timer = setTimeout(() => link.end(`handshake with ${hostname}:${port} not finished within ${timeoutMs} ms`), timeoutMs);
     try {

@@ -54,6 +54,7 @@ export class ByteReader {
   constructor(
     private readonly socket: Socket<SocketSlot>,
     private readonly bufferedBytesMax: number,
+    private readonly onPause: () => void = () => {},
   ) {}
 
   /** Fills `target` completely with the next bytes of the stream. */
@@ -92,6 +93,7 @@ export class ByteReader {
       if (this.bufferedBytes > this.bufferedBytesMax && !this.paused) {
         this.paused = true;
         this.socket.pause();
+        this.onPause();
       }
     }
   }
