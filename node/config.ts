@@ -59,6 +59,10 @@ export const settings = {
   requestBytesMax: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024).describe('Largest direct request or response, in bytes'),
   redialMinMs: z.number().int().min(1).default(250).describe('First back-off before redialling a lost peer'),
   redialMaxMs: z.number().int().min(1).default(10_000).describe('Longest back-off between redials of a lost peer'),
+  tickMs: z.number().int().min(5).max(10_000).default(50).describe('Protocol tick: the core counts time in ticks of this length'),
+  heartbeatIntervalMs: z.number().int().min(1).default(150).describe('Interval between membership heartbeats (rounded to whole ticks)'),
+  suspectMs: z.number().int().min(1).default(400).describe('Silence after which a peer is suspected and probed directly (rounded to whole ticks)'),
+  probeTimeoutMs: z.number().int().min(1).default(250).describe('A direct probe (libp2p ping) unanswered this long counts as failed'),
   stopOnStdinEnd: z.boolean().default(false).describe('Stop when standard input closes, so a node never outlives the script that started it'),
 } as const;
 

@@ -9,6 +9,10 @@ import type { NodeInfo } from './api/status.ts';
 import type { Config } from './config.ts';
 import { loadOrCreateIdentity, newBootId } from './identity.ts';
 import type { Logger } from './log.ts';
+import { type CoreConfig, RawNode } from '../mesh/rawnode.ts';
+import { meshRoutes } from './api/mesh.ts';
+import { MeshDriver } from './mesh/driver.ts';
+import { CoreStore } from './mesh/store.ts';
 import { Transport } from './p2p/transport.ts';
 import { loadOrCreateToken, loadSwarmKey } from './secrets.ts';
 import { openStorage, type Storage } from './storage/database.ts';
@@ -40,6 +44,7 @@ export class Runtime {
   private storage: Storage | undefined;
   private transportRef: Transport | undefined;
   private server: Server<undefined> | undefined;
+  private driverRef: MeshDriver | undefined;
 
   constructor(
     readonly config: Config,
@@ -54,6 +59,12 @@ export class Runtime {
   get transport(): Transport {
     if (this.transportRef === undefined) throw new Error('runtime is not started');
     return this.transportRef;
+  }
+
+  /** The driver of the protocol core; present once started. */
+  get driver(): MeshDriver {
+    if (this.driverRef === undefined) throw new Error('runtime is not started');
+    return this.driverRef;
   }
 
   async start(): Promise<StartedNode> {
@@ -116,6 +127,26 @@ export class Runtime {
     transport.onPeer((event) => log.info({ peer: event.peerId }, event.type === 'connect' ? 'peer connected' : 'peer disconnected'));
     await transport.start();
 
+    const store = new CoreStore(this.storage.db, config.meshId);
+    const stored = store.storedMeshId();
+    if (stored !== undefined && stored !== config.meshId) {
+      log.warn({ storedMeshId: stored, meshId: config.meshId }, 'data directory held state of another mesh; starting fresh for this one');
+    }
+    const core = new RawNode(coreConfig(config, peerId, bootId), store.load());
+    // Readiness is what lets a spare or joiner be given a rank. Until the engine's warm-up
+    // is part of start-up, a node is ready as soon as its runtime is up.
+    core.markReady();
+    this.driverRef = new MeshDriver({
+      core,
+      transport,
+      store,
+      log: log.child({ component: 'mesh' }),
+      tickMs: config.tickMs,
+      probeTimeoutMs: config.probeTimeoutMs,
+      directTimeoutMs: config.requestTimeoutMs,
+    });
+    await this.driverRef.start();
+
     const info: NodeInfo = {
       peerId,
       bootId,
@@ -127,6 +158,7 @@ export class Runtime {
       connectedPeers: () => transport.connectedPeers(),
     };
     const app = createApp({ info, db: this.storage.db, token, log: log.child({ component: 'http' }) });
+    app.route('/', meshRoutes(core, config.tickMs));
     const { hostname, port } = splitHostPort(config.httpAddr);
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
     const httpUrl = `http://${hostname}:${this.server.port}`;
@@ -139,6 +171,8 @@ export class Runtime {
       await this.server.stop();
       this.server = undefined;
     }
+    this.driverRef?.stop();
+    this.driverRef = undefined;
     if (this.transportRef !== undefined) {
       await this.transportRef.stop();
       this.transportRef = undefined;
@@ -146,6 +180,28 @@ export class Runtime {
     this.storage?.close();
     this.storage = undefined;
   }
+}
+
+/** The core's configuration: millisecond settings become whole ticks (at least one). */
+export function coreConfig(config: Config, peerId: string, bootId: string): CoreConfig {
+  const ticks = (ms: number): number => Math.max(1, Math.round(ms / config.tickMs));
+  return {
+    meshId: config.meshId,
+    self: peerId,
+    bootId,
+    worldSize: config.worldSize,
+    // The core's PRNG only spreads heartbeats and back-offs; each incarnation draws its own.
+    seed: seedFrom(bootId),
+    heartbeatTicks: ticks(config.heartbeatIntervalMs),
+    suspectTicks: ticks(config.suspectMs),
+    probeTimeoutTicks: ticks(config.probeTimeoutMs),
+  };
+}
+
+function seedFrom(text: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619);
+  return h >>> 0;
 }
 
 function resolvePath(path: string): string {

@@ -1,7 +1,8 @@
 // `bun run cluster --nodes N`: N node processes on loopback, each with its own ports and data
 // directory under .rankmesh/cluster/, one shared pre-shared key, every node bootstrapped to
 // all the others. Prints one line per node, prefixes their logs, and stops them all on
-// Ctrl-C or SIGTERM. Nodes also stop on their own when this script dies (even by SIGKILL):
+// Ctrl-C or SIGTERM. A node that dies leaves the others running; `restart NAME` on stdin
+// starts it again. Nodes also stop on their own when this script dies (even by SIGKILL):
 // each reads its stdin from this process and stops when that pipe closes.
 import { Command, InvalidArgumentError } from 'commander';
 import { mkdirSync } from 'node:fs';
@@ -64,7 +65,9 @@ for (let i = 0; i < options.nodes; i++) {
 }
 
 const startedAtMs = performance.now();
-const nodes: ClusterNode[] = plans.map((plan) => {
+const worldSize = options.worldSize ?? options.nodes;
+
+function spawnNode(plan: NodePlan): ClusterNode {
   const env = {
     ...process.env,
     RANKMESH_DATA_DIR: plan.dataDir,
@@ -73,7 +76,7 @@ const nodes: ClusterNode[] = plans.map((plan) => {
     RANKMESH_PEERS: plans.filter((p) => p !== plan).map((p) => p.address).join(','),
     RANKMESH_KEY_FILE: keyFile,
     RANKMESH_MESH_ID: options.meshId,
-    RANKMESH_WORLD_SIZE: String(options.worldSize ?? options.nodes),
+    RANKMESH_WORLD_SIZE: String(worldSize),
     RANKMESH_STOP_ON_STDIN_END: 'true',
   };
   const child = Bun.spawn([process.execPath, join(import.meta.dir, '../node/main.ts')], {
@@ -85,38 +88,73 @@ const nodes: ClusterNode[] = plans.map((plan) => {
   const prefix = `[${plan.name}]`;
   void pipeLines(child.stdout as ReadableStream<Uint8Array>, prefix, print);
   void pipeLines(child.stderr as ReadableStream<Uint8Array>, prefix, print);
-  return { name: plan.name, httpUrl: `http://127.0.0.1:${plan.httpPort}`, process: child, peerId: plan.peerId };
-});
-
-for (const node of nodes) print(`${node.name}  ${node.httpUrl}  pid ${node.process.pid}  ${node.peerId}`);
+  const node = { name: plan.name, httpUrl: `http://127.0.0.1:${plan.httpPort}`, process: child, peerId: plan.peerId };
+  // A node that dies is not the end of the cluster: the mesh is meant to survive it, and the
+  // operator can start it again (same data directory, same identity) with `restart`.
+  void child.exited.then((code) => {
+    if (!stopping && nodes.get(plan.name) === node) {
+      print(`cluster: ${plan.name} exited with code ${code}; the others keep running (type: restart ${plan.name})`);
+    }
+  });
+  return node;
+}
 
 let stopping = false;
+const nodes = new Map<string, ClusterNode>(plans.map((plan) => [plan.name, spawnNode(plan)]));
+for (const node of nodes.values()) print(`${node.name}  ${node.httpUrl}  pid ${node.process.pid}  ${node.peerId}`);
+
 async function stopAll(reason: string, code: number): Promise<never> {
   if (stopping) process.exit(code);
   stopping = true;
-  print(`cluster: ${reason}; stopping ${nodes.length} nodes`);
-  for (const node of nodes) node.process.kill('SIGTERM');
+  const all = [...nodes.values()];
+  print(`cluster: ${reason}; stopping ${all.length} nodes`);
+  for (const node of all) node.process.kill('SIGTERM');
   const deadline = setTimeout(() => {
-    for (const node of nodes) node.process.kill('SIGKILL');
+    for (const node of all) node.process.kill('SIGKILL');
   }, stopTimeoutMs);
-  const codes = await Promise.all(nodes.map((node) => node.process.exited));
+  const codes = await Promise.all(all.map((node) => node.process.exited));
   clearTimeout(deadline);
   print(`cluster: all nodes stopped (exit codes ${codes.join(', ')})`);
   process.exit(code);
 }
 process.on('SIGINT', () => void stopAll('SIGINT', 0));
 process.on('SIGTERM', () => void stopAll('SIGTERM', 0));
-for (const node of nodes) {
-  void node.process.exited.then((code) => {
-    if (!stopping) void stopAll(`${node.name} exited with code ${code}`, 1);
-  });
+void readCommands();
+
+/**
+ * Commands typed on stdin, one per line: `kill NAME` (SIGKILL, a crash), `stop NAME`
+ * (SIGTERM), `restart NAME` (start it again with the same data directory), `list`.
+ */
+async function readCommands(): Promise<void> {
+  const help = 'commands: list | kill NAME | stop NAME | restart NAME';
+  for await (const line of console) {
+    const [verb, name] = line.trim().split(/\s+/);
+    if (verb === undefined || verb === '') continue;
+    const node = name === undefined ? undefined : nodes.get(name);
+    const plan = plans.find((p) => p.name === name);
+    if (verb === 'list') {
+      for (const n of nodes.values()) print(`${n.name}  ${n.httpUrl}  pid ${n.process.pid}  ${n.process.exitCode === null ? 'running' : `exited ${n.process.exitCode}`}`);
+    } else if ((verb === 'kill' || verb === 'stop') && node !== undefined) {
+      node.process.kill(verb === 'kill' ? 'SIGKILL' : 'SIGTERM');
+    } else if (verb === 'restart' && node !== undefined && plan !== undefined) {
+      if (node.process.exitCode === null && node.process.signalCode === null) {
+        node.process.kill('SIGTERM');
+        await node.process.exited;
+      }
+      const fresh = spawnNode(plan);
+      nodes.set(plan.name, fresh);
+      print(`${fresh.name}  ${fresh.httpUrl}  pid ${fresh.process.pid}  restarted`);
+    } else {
+      print(`cluster: ${JSON.stringify(line.trim())} not understood; ${help}`);
+    }
+  }
 }
 
 // Ready when every node answers /v1/status and lists every other node among its peers.
 const deadline = performance.now() + readyTimeoutMs;
 while (!stopping) {
   if (await allSeeEachOther()) {
-    print(`cluster: ${nodes.length} nodes up and connected to each other in ${Math.round(performance.now() - startedAtMs)} ms; Ctrl-C stops them`);
+    print(`cluster: ${nodes.size} nodes up and connected to each other in ${Math.round(performance.now() - startedAtMs)} ms; Ctrl-C stops them`);
     break;
   }
   if (performance.now() > deadline) {
@@ -128,7 +166,7 @@ while (!stopping) {
 
 async function allSeeEachOther(): Promise<boolean> {
   const views = await Promise.all(
-    nodes.map(async (node) => {
+    [...nodes.values()].map(async (node) => {
       try {
         const response = await fetch(`${node.httpUrl}/v1/status`);
         return response.ok ? ((await response.json()) as { connectedPeers: string[] }).connectedPeers : undefined;
@@ -137,7 +175,8 @@ async function allSeeEachOther(): Promise<boolean> {
       }
     }),
   );
-  return views.every((peers, i) => peers !== undefined && nodes.every((other, j) => i === j || peers.includes(other.peerId)));
+  const all = [...nodes.values()];
+  return views.every((peers, i) => peers !== undefined && all.every((other, j) => i === j || peers.includes(other.peerId)));
 }
 
 function integer(text: string): number {
