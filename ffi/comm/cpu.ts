@@ -107,7 +107,20 @@ export class CpuCommunicator implements Communicator {
     private readonly links: readonly DataLink[],
   ) {
     this.size = meshRanks.length;
+    // A ring link that closes while no collective is under way means the neighbour finished
+    // for good or died: abort now so the owner hears of it before the next collective.
+    // During a collective the collective itself decides: it fails only if it still needed
+    // the link (a neighbour that completed the last collective may already have hung up).
+    const neighbours = ring ? [meshRanks[(rank + 1) % this.size]!, meshRanks[(rank - 1 + this.size) % this.size]!] : [];
+    links.forEach((link, i) =>
+      link.onClose((why) => {
+        if (this.inFlight === 0 && !this.closing) this.abort(`ring link ${i === 0 ? 'to' : 'from'} mesh rank ${neighbours[i]} closed (${why})`);
+      }),
+    );
   }
+
+  /** Collectives called and not yet settled. */
+  private inFlight = 0;
 
   /** Why the communicator was aborted, or null while it is usable. */
   get aborted(): string | null {
@@ -193,9 +206,13 @@ export class CpuCommunicator implements Communicator {
       const ms = opts.deadlineMs;
       timer = setTimeout(() => this.abort(`${name} missed its ${ms} ms deadline`), ms);
     }
+    this.inFlight += 1;
     const result = this.tail.then(() => this.guarded(name, () => body(this.ring, tag)));
     this.tail = result.catch(() => {});
-    return result.finally(() => clearTimeout(timer));
+    return result.finally(() => {
+      clearTimeout(timer);
+      this.inFlight -= 1;
+    });
   }
 
   private guarded<R>(name: string, body: () => Promise<R>): Promise<R> {

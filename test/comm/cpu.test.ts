@@ -254,6 +254,17 @@ describe('aborts', () => {
     }
   });
 
+  test('an idle communicator aborts as soon as a neighbour disappears', async () => {
+    const nodes = await planes(3);
+    const comms = await ring(nodes, epochKey(1));
+    open.push(...comms, nodes[0]!, nodes[1]!);
+    await nodes[2]!.close();
+    // Rank 0 receives from rank 2 and rank 1 sends to it: both learn without calling anything.
+    await waitFor(() => comms[0]!.aborted !== null && comms[1]!.aborted !== null);
+    expect(comms[0]!.aborted).toContain('from mesh rank 2 closed');
+    expect(comms[1]!.aborted).toContain('to mesh rank 2 closed');
+  });
+
   test('ranks that call different collectives fail loudly', async () => {
     const comms = await cluster(2);
     const results = await Promise.allSettled([comms[0]!.allReduce(new Float32Array(4), 'sum'), comms[1]!.allGather(new Float32Array(2))]);
