@@ -43,9 +43,9 @@ export type ResolvedConfig = Required<CoreConfig>;
 
 export const DEFAULT_TIMING = {
   heartbeatTicks: 2,
-  suspectTicks: 6,
-  probeTimeoutTicks: 3,
-  settleTicks: 2,
+  suspectTicks: 4,
+  probeTimeoutTicks: 2,
+  settleTicks: 1,
   admitStableTicks: 4,
   refuteTicks: 12,
   fallbackTicks: 10,

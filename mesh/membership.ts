@@ -54,6 +54,7 @@ export class Membership {
   private readonly probes = new Map<string, number>();
   /** This node's reports in the current epoch, by incarnation key. */
   private readonly myReports = new Map<string, Incarnation>();
+  private reportsGrew = false;
   /** Last tick a direct probe of each peer succeeded. */
   private readonly probedOkTick = new Map<string, number>();
   /**
@@ -137,6 +138,20 @@ export class Membership {
     return this.config.admitStableTicks * Math.min(32, 8 * 2 ** (removed - 1));
   }
 
+  /** Whether this node's reports grew since the last call (they are then gossiped at once). */
+  takeNewReports(): boolean {
+    const grew = this.reportsGrew;
+    this.reportsGrew = false;
+    return grew;
+  }
+
+  private report(inc: Incarnation): void {
+    const key = incarnationKey(inc);
+    if (this.myReports.has(key)) return;
+    this.myReports.set(key, inc);
+    this.reportsGrew = true;
+  }
+
   /** This node's own reports, for its heartbeat. */
   reports(): Incarnation[] {
     return [...this.myReports.values()];
@@ -156,12 +171,12 @@ export class Membership {
       const key = incarnationKey(inc);
       if (this.myReports.has(key)) continue;
       if (inc.peerId === self) {
-        if (inc.bootId !== selfBootId) this.myReports.set(key, inc);
+        if (inc.bootId !== selfBootId) this.report(inc);
         continue;
       }
       const info = this.peers.get(inc.peerId);
       if (info && info.bootId !== inc.bootId && now - info.lastHeardTick <= this.config.suspectTicks) {
-        this.myReports.set(key, inc);
+        this.report(inc);
         this.probes.delete(inc.peerId);
         continue;
       }
@@ -173,7 +188,7 @@ export class Membership {
         if (now - silentSince <= this.config.suspectTicks) this.probes.delete(inc.peerId);
         else if (now >= deadline) {
           this.probes.delete(inc.peerId);
-          this.myReports.set(key, inc);
+          this.report(inc);
         }
         continue;
       }
@@ -195,7 +210,7 @@ export class Membership {
       // The peer answered directly: its gossip is lost, not its process. Suspicion starts over.
       this.probedOkTick.set(peer, now);
     } else {
-      this.myReports.set(incarnationKey(inc), inc);
+      this.report(inc);
     }
   }
 

@@ -191,7 +191,9 @@ export class RawNode {
 
   /** The result of a probe this node asked for with a {kind: 'probe'} action. */
   probeResult(peer: string, ok: boolean): void {
-    if (this.currentView) this.membership.probeResult(this.currentView, peer, ok, this.now);
+    if (!this.currentView) return;
+    this.membership.probeResult(this.currentView, peer, ok, this.now);
+    if (this.membership.takeNewReports()) this.gossip(this.heartbeat());
   }
 
   /** This node finished warming up and may be given a rank (announced in heartbeats). */
@@ -350,6 +352,8 @@ export class RawNode {
       for (const peer of this.membership.detect(view, this.config.self, this.config.bootId, this.now)) {
         this.actions.push({ kind: 'probe', peer });
       }
+      // A new report travels at once rather than with the next regular heartbeat.
+      if (this.membership.takeNewReports()) this.gossip(this.heartbeat());
       own = this.settledChange(view);
     }
     agreement.tick(this.now, own);
