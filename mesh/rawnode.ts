@@ -161,7 +161,7 @@ export class RawNode {
       case 'closed':
         return;
       default:
-        return this.tickWithView();
+        return this.tickActive();
     }
   }
 
@@ -186,7 +186,7 @@ export class RawNode {
       return this.requestView(from);
     }
     if (this.phase() === 'forming') return this.stepForming(from, msg);
-    return this.stepWithView(from, msg);
+    return this.stepActive(from, msg);
   }
 
   /** The result of a probe this node asked for with a {kind: 'probe'} action. */
@@ -343,7 +343,7 @@ export class RawNode {
 
   // ---- phases with a view: member, spare, outsider ----
 
-  private tickWithView(): void {
+  private tickActive(): void {
     const view = this.currentView;
     const agreement = this.agreement;
     if (!view || !agreement) return;
@@ -376,7 +376,7 @@ export class RawNode {
     return this.now - this.ownChangeSinceTick >= this.config.settleTicks ? change : null;
   }
 
-  private stepWithView(from: string, msg: Message): void {
+  private stepActive(from: string, msg: Message): void {
     const view = this.currentView;
     const agreement = this.agreement;
     if (!view || !agreement) return;

@@ -236,7 +236,13 @@ export class RankMask {
 
   count(): number {
     let n = 0;
-    for (const r of this) n++;
+    for (const word of this.words) {
+      let bits = word;
+      while (bits !== 0) {
+        bits &= bits - 1;
+        n++;
+      }
+    }
     return n;
   }
 
