@@ -171,7 +171,7 @@ export class RawNode {
     if (msg.meshId !== this.config.meshId) return this.reject('message of another mesh');
     const body = msg.body;
     if (body.type === 'viewReq') return this.pushView(from, true);
-    if (body.type === 'viewResp') return this.onViewResp(from, body.view);
+    if (body.type === 'viewResp') return this.onViewResp(body.view);
     const myEpoch = this.currentView?.epoch ?? 0;
     const order = compareEpoch(msg.generation, msg.epoch, this.generation, myEpoch);
     if (order !== 0) {
@@ -429,7 +429,7 @@ export class RawNode {
     this.direct(peer, { type: 'viewResp', view });
   }
 
-  private onViewResp(from: string, view: View): void {
+  private onViewResp(view: View): void {
     if (view.meshId !== this.config.meshId) return this.reject('view of another mesh');
     const problem = viewProblem(view);
     if (problem) return this.reject(`invalid view: ${problem}`);
