@@ -131,7 +131,7 @@ export class CpuCommunicator implements Communicator {
     if (op !== 'sum' && op !== 'max' && op !== 'min') return Promise.reject(new RangeError(`unknown reduce op ${String(op)}`));
     return this.run(`allReduce:${op}`, data, opts, async (ring, tag) => {
       if (!ring) return data.slice() as T;
-      const result = new (data.constructor as new (n: number) => T)(data.length);
+      const result = uninitialized(data, data.length);
       await ring.allReduce(data, result, op, tag);
       return result;
     });
@@ -140,7 +140,7 @@ export class CpuCommunicator implements Communicator {
   broadcast<T extends CollectiveArray>(data: T, root: number, opts?: CollectiveOptions): Promise<T> {
     if (!Number.isInteger(root) || root < 0 || root >= this.size) return Promise.reject(new RangeError(`broadcast root ${root} outside 0..${this.size - 1}`));
     return this.run('broadcast', data, opts, async (ring, tag) => {
-      const result = (root === this.rank ? data.slice() : new (data.constructor as new (n: number) => T)(data.length)) as T;
+      const result = (root === this.rank ? data.slice() : uninitialized(data, data.length)) as T;
       if (ring) await ring.broadcast(result, root, tag);
       return result;
     });
@@ -148,7 +148,7 @@ export class CpuCommunicator implements Communicator {
 
   allGather<T extends CollectiveArray>(data: T, opts?: CollectiveOptions): Promise<T> {
     return this.run('allGather', data, opts, async (ring, tag) => {
-      const result = new (data.constructor as new (n: number) => T)(data.length * this.size);
+      const result = uninitialized(data, data.length * this.size);
       result.set(data, this.rank * data.length);
       if (ring) await ring.allGather(result, data.length, tag);
       return result;
@@ -234,6 +234,19 @@ export class CpuCommunicator implements Communicator {
       );
     });
   }
+}
+
+/**
+ * A result array whose memory is not zeroed first. Every collective writes each element of
+ * its result before resolving (and a result of a failed collective is never returned), so
+ * the zeroing would be wasted: for large arrays it is page-faulting fresh memory that costs
+ * more than the data's trip through the socket.
+ */
+function uninitialized<T extends CollectiveArray>(like: T, length: number): T {
+  const ctor = like.constructor as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => T;
+  const bytes = Buffer.allocUnsafeSlow(length * like.BYTES_PER_ELEMENT);
+  if (bytes.byteOffset % 8 !== 0) return new (like.constructor as new (n: number) => T)(length);
+  return new ctor(bytes.buffer, bytes.byteOffset, length);
 }
 
 function describe(e: unknown): string {
