@@ -56,7 +56,7 @@ export function canonicalChange(change: Change): Change {
   return {
     remove: [...change.remove].sort(compareIncarnation).map((i) => ({ peerId: i.peerId, bootId: i.bootId })),
     admit: [...change.admit]
-      .sort((a, b) => a.rank - b.rank)
+      .sort((a, b) => a.rank - b.rank || compareIncarnation(a, b))
       .map((a) => ({ rank: a.rank, peerId: a.peerId, bootId: a.bootId })),
     addSpares: [...change.addSpares].sort(compareIncarnation).map((i) => ({ peerId: i.peerId, bootId: i.bootId })),
     close: change.close,

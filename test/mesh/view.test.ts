@@ -1,5 +1,6 @@
 // Views and the active-rank mask: canonical hex encoding, rank-order iteration, and deterministic application of changes.
 import { describe, expect, test } from 'bun:test';
+import fc from 'fast-check';
 import { RankMask, activeMask, applyChange, changeKey, firstView, viewKey, viewProblem, type Change, type View } from '../../mesh/view.ts';
 
 const inc = (p: string, b = 'b1') => ({ peerId: p, bootId: b });
@@ -76,5 +77,50 @@ describe('applyChange', () => {
     expect(viewProblem({ ...v1, ranks: [inc('a'), inc('a'), null] })).toContain('two ranks');
     expect(viewProblem({ ...v1, worldSize: 4 })).toContain('worldSize');
     expect(viewProblem({ ...v1, spares: [inc('a')] })).toContain('spare');
+  });
+});
+
+describe('properties (fast-check)', () => {
+  const peer = fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'g');
+  const incArb = fc.record({ peerId: peer, bootId: fc.constantFrom('b1', 'b2') });
+  const changeArb = fc.record({
+    remove: fc.array(incArb, { maxLength: 4 }),
+    admit: fc.array(fc.record({ rank: fc.integer({ min: 0, max: 5 }), peerId: peer, bootId: fc.constantFrom('b1', 'b2') }), { maxLength: 4 }),
+    addSpares: fc.array(incArb, { maxLength: 4 }),
+    close: fc.boolean(),
+  });
+
+  test('any rank set round-trips through the hex encoding, in rank order', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 300 }), fc.array(fc.nat(), { maxLength: 40 }), (size, raw) => {
+        const ranks = [...new Set(raw.map((r) => r % size))].sort((x, y) => x - y);
+        const m = RankMask.of(size, ranks);
+        expect(RankMask.fromHex(size, m.toHex()).toArray()).toEqual(ranks);
+        expect(m.toHex()).toBe(ranks.reduce((acc, r) => acc | (1n << BigInt(r)), 0n).toString(16));
+      }),
+    );
+  });
+
+  test('applying any sequence of changes keeps every view invariant', () => {
+    fc.assert(
+      fc.property(fc.array(changeArb, { maxLength: 8 }), (changes) => {
+        let v: View = firstView('m', 1, [inc('a'), inc('b'), inc('c'), inc('d'), inc('e'), inc('f')]);
+        for (const c of changes) {
+          const next = applyChange(v, c);
+          expect(viewProblem(next)).toBeNull();
+          expect(next.epoch).toBe(v.closed ? v.epoch : v.epoch + 1);
+          v = next;
+        }
+      }),
+    );
+  });
+
+  test('the key of a change does not depend on the order of its entries', () => {
+    fc.assert(
+      fc.property(changeArb, (c) => {
+        const shuffled: Change = { ...c, remove: [...c.remove].reverse(), admit: [...c.admit].reverse(), addSpares: [...c.addSpares].reverse() };
+        expect(changeKey(shuffled)).toBe(changeKey(c));
+      }),
+    );
   });
 });
