@@ -119,11 +119,18 @@ export class DataLink {
     this.socket.terminate();
   }
 
-  /** Ends the socket now without waiting. */
+  /**
+   * Ends the socket now without waiting. A peer that never answers the FIN (dead host,
+   * half-open socket) is dropped a second later, so no socket outlives its use.
+   */
   end(reason: string): void {
     if (this.closedReason !== null) return;
     this.writer.close(reason);
     this.socket.end();
+    const timer = setTimeout(() => {
+      if (this.closedReason === null) this.socket.terminate();
+    }, 1000);
+    timer.unref();
   }
 
   private closed(reason: string): void {
@@ -198,6 +205,7 @@ export class CpuDataPlane {
    * as the newest this node serves, so connections of older epochs are refused from now on.
    */
   expect(edge: Edge): { link: Promise<DataLink>; cancel: () => void } {
+    if (!this.listener) throw new DataPlaneConnectError('closed', 'the data plane is closed');
     const id = edgeId(edge);
     const k = edge.key;
     if (k.meshId !== this.meshId) throw new RangeError(`edge of mesh ${k.meshId}, this data plane serves ${this.meshId}`);
@@ -228,6 +236,7 @@ export class CpuDataPlane {
 
   /** Dials a peer's data plane and runs the client side of the handshake. */
   async connect(edge: Edge, hostname: string, port: number, timeoutMs: number): Promise<DataLink> {
+    if (!this.listener) throw new DataPlaneConnectError('closed', 'the data plane is closed');
     const deadline = performance.now() + timeoutMs;
     let backoffMs = 5;
     for (;;) {
@@ -390,12 +399,7 @@ export class CpuDataPlane {
     void link.writer
       .idle()
       .catch(() => {})
-      .finally(() => {
-        link.end(`refused: ${reason}`);
-        setTimeout(() => {
-          if (!link.isClosed) link.terminate();
-        }, 1000);
-      });
+      .finally(() => link.end(`refused: ${reason}`));
   }
 
   private sendResult(link: DataLink, result: HandshakeResult): void {
@@ -421,7 +425,7 @@ export class CpuDataPlane {
     }
     const link = new DataLink(socket, this.bufferedBytesMax, () => (this.counts.readPauses += 1));
     this.track(link);
-    const timer = setTimeout(() => link.end(`handshake with ${hostname}:${port} not finished within ${timeoutMs} ms`), timeoutMs);
+    const timer = setTimeout(() => link.terminate(), timeoutMs);
     try {
       const k = edge.key;
       const helloBytes = writeJson(link.writer, {
