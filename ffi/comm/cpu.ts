@@ -98,6 +98,8 @@ export class CpuCommunicator implements Communicator {
   private seq = 0;
   private tail: Promise<unknown> = Promise.resolve();
   private readonly abortWaiters = new Set<(e: CommAbortedError) => void>();
+  /** Collectives called and not yet settled. */
+  private inFlight = 0;
 
   constructor(
     readonly key: EpochKey,
@@ -118,9 +120,6 @@ export class CpuCommunicator implements Communicator {
       }),
     );
   }
-
-  /** Collectives called and not yet settled. */
-  private inFlight = 0;
 
   /** Why the communicator was aborted, or null while it is usable. */
   get aborted(): string | null {

@@ -8,6 +8,16 @@
 // On a communicator abort the loop stops stepping, puts the batch it was running back at
 // the head of its queue (nothing is lost) and reports; the owner builds the next epoch's
 // communicator and calls resume(comm).
+//
+// How a node serves an epoch (CPU backend; the NCCL one differs only in the communicator):
+//   once:      plane = await CpuDataPlane.listen({ meshId, meshKey })   // advertise plane.port
+//              engine = createReferenceEngine({ meshRank, initialMeshRanks: [meshRank] })
+//              await engine.warmUp(onProgress)
+//   per epoch: comm = await createCpuCommunicator({ dataPlane: plane, key, rank, meshRanks, peers })
+//              joiner only: engine.adoptState(state of the lowest-ranked healthy member)
+//              first epoch: loop = createEngineLoop({ engine, comm, validate: (r) => engine.validateRequest(r) }); loop.start()
+//              later:       loop.resume(comm)   (after the old one was aborted and the loop reported it)
+//   view change: oldComm.abort('view change'); await oldComm.close()
 import { CommAbortedError, type Communicator } from '../../ffi/comm/communicator.ts';
 import type { Engine, EngineRequest, EngineResult } from './engine.ts';
 
