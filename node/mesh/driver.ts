@@ -39,11 +39,15 @@ export interface DriverCounters {
   directOut: number;
   rejected: Record<string, number>;
   sendFailures: number;
+  /** Peers this node suspected (silent past suspectMs) and probed. */
+  suspicions: number;
+  /** Probes that failed, so the core may report the peer. */
+  probeFailures: number;
 }
 
 export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   readonly core: RawNode;
-  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0 };
+  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0, suspicions: 0, probeFailures: 0 };
   private state: DriverStatus = { code: 'stopped' };
   private unsubscribe: (() => void) | undefined;
   private handlerRegistered = false;
@@ -159,8 +163,14 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     switch (action.kind) {
       case 'probe': {
         const peer = action.peer;
+        this.counters.suspicions++;
+        this.options.log.info({ peer }, 'peer suspected; probing it directly');
         void this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs }).then((result) => {
           if (this.state.code !== 'started') return;
+          if (!result.ok) {
+            this.counters.probeFailures++;
+            this.options.log.info({ peer, error: result.error }, 'probe failed');
+          }
           this.core.probeResult(peer, result.ok);
           this.drain();
         });

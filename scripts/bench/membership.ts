@@ -1,0 +1,153 @@
+// Membership benchmark. Three measurements, each on real nodes:
+//  1. failure detection: kill -9 one node of N separate node processes and time until every
+//     survivor has committed the view without it (by the survivors' own log timestamps);
+//     the node is restarted between trials and rejoins.
+//  2. false suspicions: N node processes idle for a while beside a CPU hog that keeps both
+//     cores busy; every suspicion and every view change counts as false (nobody failed).
+//  3. first-view formation for many in-process nodes (one process, one event loop).
+// Usage: bun scripts/bench/membership.ts [--sizes 8,32] [--trials 5] [--hog-seconds 300]
+//        [--hog-nodes 8] [--form-sizes 64,128]
+import { Command } from 'commander';
+import { InprocMesh } from '../lib/inproc-mesh.ts';
+import { ProcCluster, type LogRecord, type ProcNode } from '../lib/proc-cluster.ts';
+
+const opts = new Command('membership')
+  .option('--sizes <list>', 'cluster sizes for failure detection', '8,32')
+  .option('--trials <n>', 'kills per size', '5')
+  .option('--hog-seconds <s>', 'length of the CPU-hog run', '300')
+  .option('--hog-nodes <n>', 'nodes in the CPU-hog run', '8')
+  .option('--form-sizes <list>', 'in-process node counts for first-view formation', '64,128')
+  .parse(process.argv.slice(2), { from: 'user' })
+  .opts<{ sizes: string; trials: string; hogSeconds: string; hogNodes: string; formSizes: string }>();
+
+const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
+const detectTargetS = 1.0;
+const committed = (epoch: number) => (r: LogRecord) => r.msg === 'view committed' && r.epoch === epoch;
+
+interface DetectRow { nodes: number; trials: number[] }
+const detectRows: DetectRow[] = [];
+
+for (const n of list(opts.sizes)) {
+  process.stderr.write(`detection: starting ${n} node processes\n`);
+  const cluster = await ProcCluster.start({ nodes: n });
+  try {
+    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 120_000)));
+    let epoch = 1;
+    const trials: number[] = [];
+    for (let t = 0; t < Number(opts.trials); t++) {
+      const victim = cluster.nodes[(t * 7 + 1) % n]!;
+      const survivors = cluster.nodes.filter((x) => x !== victim);
+      const marks = new Map(survivors.map((s) => [s, s.logs.length]));
+      const killedAtMs = Date.now();
+      victim.process.kill('SIGKILL');
+      await victim.process.exited;
+      const seen = await Promise.all(survivors.map((s) => cluster.waitForLog(s, committed(epoch + 1), 60_000, marks.get(s))));
+      const detectS = (Math.max(...seen.map((r) => r.time)) - killedAtMs) / 1000;
+      trials.push(detectS);
+      process.stderr.write(`  N=${n} trial ${t + 1}: every survivor without ${victim.name} after ${detectS.toFixed(3)} s\n`);
+      epoch += 1;
+      // Bring it back: the restarted incarnation is admitted in the next view.
+      await restartAndRejoin(cluster, victim, epoch + 1);
+      epoch += 1;
+    }
+    detectRows.push({ nodes: n, trials });
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function restartAndRejoin(cluster: ProcCluster, node: ProcNode, epoch: number): Promise<void> {
+  const marks = new Map(cluster.nodes.map((s) => [s, s === node ? 0 : s.logs.length]));
+  cluster.spawn(node);
+  try {
+    await Promise.all(cluster.nodes.map((s) => cluster.waitForLog(s, committed(epoch), 60_000, marks.get(s))));
+  } catch (err) {
+    for (const s of cluster.nodes) {
+      const tail = s.logs.slice(-6).map((r) => `${r.msg} ${JSON.stringify({ ...r, msg: undefined, time: undefined, level: undefined, pid: undefined, hostname: undefined })}`);
+      process.stderr.write(`--- ${s.name}\n${tail.join('\n')}\n`);
+    }
+    throw err;
+  }
+}
+
+// 2. False suspicions beside a CPU hog.
+const hogSeconds = Number(opts.hogSeconds);
+let hogRow: { nodes: number; seconds: number; suspicions: number; viewChanges: number } | undefined;
+if (hogSeconds > 0) {
+  const n = Number(opts.hogNodes);
+  process.stderr.write(`cpu hog: ${n} node processes, 2 busy-loop processes, ${hogSeconds} s\n`);
+  const cluster = await ProcCluster.start({ nodes: n });
+  const hogs: ReturnType<typeof Bun.spawn>[] = [];
+  try {
+    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 120_000)));
+    const marks = cluster.nodes.map((node) => node.logs.length);
+    for (let i = 0; i < 2; i++) hogs.push(Bun.spawn([process.execPath, '-e', 'for(;;){}'], { stdout: 'ignore', stderr: 'ignore' }));
+    const endAtMs = Date.now() + hogSeconds * 1000;
+    while (Date.now() < endAtMs) await Bun.sleep(Math.min(1000, endAtMs - Date.now()));
+    let suspicions = 0;
+    let viewChanges = 0;
+    cluster.nodes.forEach((node, i) => {
+      for (const r of node.logs.slice(marks[i])) {
+        if (r.msg === 'peer suspected; probing it directly') suspicions++;
+        if (r.msg === 'view committed') viewChanges++;
+      }
+    });
+    hogRow = { nodes: n, seconds: hogSeconds, suspicions, viewChanges };
+  } finally {
+    for (const hog of hogs) hog.kill('SIGKILL');
+    await cluster.stop();
+  }
+}
+
+// 3. First-view formation, many nodes in one process.
+const formRows: { nodes: number; startS: number; formS: number }[] = [];
+for (const n of list(opts.formSizes)) {
+  process.stderr.write(`formation: ${n} in-process nodes\n`);
+  const startedAtMs = performance.now();
+  const mesh = await InprocMesh.start({ nodes: n });
+  const upAtMs = performance.now();
+  try {
+    const deadline = performance.now() + 180_000;
+    while (!mesh.nodes.every((node) => mesh.view(node)?.epoch === 1)) {
+      if (performance.now() > deadline) throw new Error(`${n} nodes did not form a view within 180 s`);
+      await Bun.sleep(20);
+    }
+    formRows.push({ nodes: n, startS: (upAtMs - startedAtMs) / 1000, formS: (performance.now() - startedAtMs) / 1000 });
+  } finally {
+    await mesh.stop();
+  }
+}
+
+// Report.
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+console.log('\nfailure detection (kill -9 → every survivor committed the view without it)');
+console.log('| nodes | trials | p50 s | max s | memberlist LAN default | torchft heartbeat timeout |');
+console.log('|---|---|---|---|---|---|');
+for (const row of detectRows) {
+  console.log(`| ${row.nodes} | ${row.trials.length} | ${median(row.trials).toFixed(3)} | ${Math.max(...row.trials).toFixed(3)} | ~5 s or more | 5 s |`);
+}
+if (hogRow) {
+  console.log(`\nfalse suspicions beside a CPU hog (2 busy loops on 2 cores)`);
+  console.log('| nodes | seconds | suspicions | view changes |');
+  console.log('|---|---|---|---|');
+  console.log(`| ${hogRow.nodes} | ${hogRow.seconds} | ${hogRow.suspicions} | ${hogRow.viewChanges} |`);
+}
+if (formRows.length > 0) {
+  console.log('\nfirst view, in-process nodes (one event loop)');
+  console.log('| nodes | all started s | all hold the first view s |');
+  console.log('|---|---|---|');
+  for (const row of formRows) console.log(`| ${row.nodes} | ${row.startS.toFixed(2)} | ${row.formS.toFixed(2)} |`);
+}
+console.log('');
+for (const row of detectRows) {
+  const p50 = median(row.trials);
+  console.log(`bench membership: ${p50.toFixed(3)} s p50 failure detection at N=${row.nodes} (target <= ${detectTargetS}) ${p50 <= detectTargetS ? 'ok' : 'short'}`);
+}
+if (hogRow) {
+  const falseEvents = hogRow.suspicions + hogRow.viewChanges;
+  console.log(`bench membership: ${falseEvents} false suspicions in ${hogRow.seconds} s beside a CPU hog (target = 0) ${falseEvents === 0 ? 'ok' : 'short'}`);
+}
