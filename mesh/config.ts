@@ -33,7 +33,7 @@ export interface CoreConfig {
   retransmitTicks?: number;
   /** Minimum ticks between two catch-up requests or pushes to one peer. */
   catchupTicks?: number;
-  /** Upper bound on the distinct observer reports needed to remove a member. */
+  /** Upper bound on the distinct observer reports needed to remove a member (≥ 2). */
   reportThresholdMax?: number;
   /** The formation proposal must stay the same this long before this node accepts it. */
   formSettleTicks?: number;
@@ -71,7 +71,8 @@ export function resolveConfig(config: CoreConfig): ResolvedConfig {
   }
   for (const key of Object.keys(DEFAULT_TIMING) as (keyof typeof DEFAULT_TIMING)[]) {
     const v = resolved[key];
-    if (!Number.isInteger(v) || v < (key === 'fallbackJitterTicks' ? 0 : 1)) throw new ConfigError(`${key} must be a positive integer, got ${v}`);
+    const min = key === 'fallbackJitterTicks' ? 0 : key === 'reportThresholdMax' ? 2 : 1;
+    if (!Number.isInteger(v) || v < min) throw new ConfigError(`${key} must be an integer ≥ ${min}, got ${v}`);
   }
   return resolved;
 }

@@ -257,7 +257,7 @@ export class Membership {
         // Observers of an active member are the other active members; a restarted peer
         // reporting its own old incarnation also counts, so a one-member mesh can recover.
         const observers = Math.max(1, actives.size - (actives.has(inc.peerId) ? 1 : 0));
-        if (n >= reportThreshold(observers, cfg.reportThresholdMax)) remove.push(inc);
+        if (n >= reportThreshold(observers, cfg.reportThresholdMax, actives.size)) remove.push(inc);
       }
     }
     const removed = (inc: Incarnation | null) => !!inc && remove.some((r) => sameIncarnation(r, inc));

@@ -41,12 +41,13 @@ export function possiblyChosenThreshold(n: number, responded: number): number {
 }
 
 /**
- * Distinct observer reports needed before a subject is put in a cut, given how many active
- * members could observe it. Two or more whenever two observers exist, so one bad link
- * never evicts anyone.
+ * Distinct observer reports needed before a subject is put in a cut, given how many of the
+ * n active members could observe it. Two or more whenever two observers exist (and
+ * thresholdMax ≥ 2), so one bad link never evicts anyone; never more than quorumSize(n), so
+ * a live majority can always remove a member it has lost.
  */
-export function reportThreshold(observers: number, thresholdMax: number): number {
-  return Math.max(1, Math.min(thresholdMax, observers));
+export function reportThreshold(observers: number, thresholdMax: number, n: number): number {
+  return Math.max(1, Math.min(thresholdMax, observers, quorumSize(n)));
 }
 
 function assertCount(n: number): void {

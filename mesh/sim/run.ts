@@ -53,10 +53,25 @@ export function runSeed(opts: RunOptions): RunResult {
   };
   const faultTicks = size > 24 ? prng.int(60, 150) : prng.int(100, 300);
   const checkers = new Checkers();
-  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]) });
+  // Half the runs use the default timing, the others a random one.
+  const timing = prng.chance(0.5)
+    ? {}
+    : {
+        heartbeatTicks: prng.int(1, 3),
+        suspectTicks: prng.int(3, 8),
+        probeTimeoutTicks: prng.int(1, 4),
+        settleTicks: prng.int(1, 3),
+        admitStableTicks: prng.int(1, 6),
+        fallbackTicks: prng.int(4, 15),
+        fallbackJitterTicks: prng.int(0, 12),
+        retransmitTicks: prng.int(2, 6),
+        reportThresholdMax: prng.int(2, 4),
+        formSettleTicks: prng.int(1, 4),
+      };
+  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]), timing });
   cluster.network.faults = faults;
   const result: RunResult = { seed: opts.seed, ok: true, size, worldSize, faultTicks, convergeTicks: -1, commits: 0, delivered: 0 };
-  log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks`);
+  log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks, timing ${JSON.stringify(timing)}`);
 
   try {
     for (const p of peers) cluster.start(p, prng.int(0, 40));

@@ -46,13 +46,19 @@ describe('voteResult', () => {
 });
 
 describe('reportThreshold', () => {
-  const table: [observers: number, max: number, threshold: number][] = [
-    [0, 3, 1], [1, 3, 1], [2, 3, 2], [3, 3, 3], [63, 3, 3], [10, 5, 5],
+  const table: [observers: number, max: number, n: number, threshold: number][] = [
+    [0, 3, 1, 1], [1, 3, 2, 1], [2, 3, 3, 2], [3, 3, 4, 3], [63, 3, 64, 3], [10, 5, 11, 5], [4, 4, 5, 3], [6, 9, 7, 4],
   ];
-  for (const [observers, max, threshold] of table) {
-    test(`${observers} observers, max ${max} → ${threshold}`, () => expect(reportThreshold(observers, max)).toBe(threshold));
+  for (const [observers, max, n, threshold] of table) {
+    test(`${observers} observers of ${n}, max ${max} → ${threshold}`, () => expect(reportThreshold(observers, max, n)).toBe(threshold));
   }
-  test('one bad link never suffices once two observers exist', () => {
-    for (let o = 2; o < 100; o++) expect(reportThreshold(o, 3)).toBeGreaterThanOrEqual(2);
+  test('one bad link never suffices once two observers exist; a live majority always suffices', () => {
+    for (let n = 3; n < 100; n++) {
+      for (let max = 2; max < 8; max++) {
+        expect(reportThreshold(n - 1, max, n)).toBeGreaterThanOrEqual(2);
+        // A dead subject leaves at least quorumSize(n) live observers when a majority lives.
+        expect(reportThreshold(n - 1, max, n)).toBeLessThanOrEqual(quorumSize(n));
+      }
+    }
   });
 });
