@@ -226,14 +226,14 @@ export class EngineLoop {
       else for (const p of batch) p.reject(new RequestRejectedError(`request ${p.req.id}: ${e instanceof Error ? e.message : String(e)}`));
       throw e;
     }
-    const byId = new Map(results.map((r) => [r.id, r]));
+    // Results come in batch order (so two requests with one id still get their own).
     let tokens = 0;
-    for (const p of batch) {
+    batch.forEach((p, i) => {
       tokens += p.req.input.length;
-      const r = byId.get(p.req.id);
-      if (r) p.resolve(r);
-      else p.reject(new RequestRejectedError(`request ${p.req.id}: the engine returned no result`));
-    }
+      const r = results[i];
+      if (r?.id === p.req.id) p.resolve(r);
+      else p.reject(new RequestRejectedError(`request ${p.req.id}: the engine returned no result for it`));
+    });
     this.report('step', started, batch.length, tokens);
   }
 

@@ -47,6 +47,7 @@ export interface RingOptions {
 export class Ring {
   private readonly header = new Uint8Array(frameHeaderBytes);
   private readonly headerView = new DataView(this.header.buffer);
+  private scratch: ArrayBuffer | null = null;
 
   constructor(
     readonly rank: number,
@@ -61,7 +62,7 @@ export class Ring {
     const n = this.size;
     const r = this.rank;
     const pieceElems = this.pieceElems(result);
-    const scratch = new (result.constructor as new (length: number) => T)(Math.min(pieceElems, result.length));
+    const scratch = this.scratchLike(result, Math.min(pieceElems, result.length));
     // Reduce-scatter: segment r starts here, straight from the caller's array; after n−1
     // steps segment r+1 is complete here. Each segment is combined with this rank's data
     // exactly once, so result = data ∘ incoming needs no initial copy of data.
@@ -121,6 +122,13 @@ export class Ring {
       }
     }
     await this.next.writer.idle();
+  }
+
+  /** A reused receive buffer for one piece, typed like `a` (one per ring, never shared). */
+  private scratchLike<T extends CollectiveArray>(a: T, length: number): T {
+    const bytes = length * a.BYTES_PER_ELEMENT;
+    if (!this.scratch || this.scratch.byteLength < bytes) this.scratch = new ArrayBuffer(Math.max(bytes, 8));
+    return new (a.constructor as new (buffer: ArrayBuffer, byteOffset: number, length: number) => T)(this.scratch, 0, length);
   }
 
   private pieceElems(a: CollectiveArray): number {
