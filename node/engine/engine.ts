@@ -34,7 +34,10 @@ export interface WarmUpProgress {
 export interface Engine {
   /** The expensive part (weights, kernels, graph capture), done alone before serving. */
   warmUp(onProgress?: (p: WarmUpProgress) => void): Promise<void>;
-  /** A forward over a batch. Uses the communicator; every active rank must call step or dummyStep. */
+  /**
+   * A forward over a batch: one result per request, in batch order. Uses the communicator;
+   * every active rank must call step or dummyStep.
+   */
   step(batch: readonly EngineRequest[], comm: Communicator): Promise<EngineResult[]>;
   /** Joins the step's collectives with no work, so a rank with an empty queue keeps peers matched. */
   dummyStep(comm: Communicator): Promise<void>;
