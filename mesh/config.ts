@@ -74,6 +74,9 @@ export function resolveConfig(config: CoreConfig): ResolvedConfig {
     const min = key === 'fallbackJitterTicks' ? 0 : key === 'reportThresholdMax' ? 2 : 1;
     if (!Number.isInteger(v) || v < min) throw new ConfigError(`${key} must be an integer ≥ ${min}, got ${v}`);
   }
+  if (resolved.suspectTicks < 2 * resolved.heartbeatTicks) {
+    throw new ConfigError(`suspectTicks (${resolved.suspectTicks}) must be at least twice heartbeatTicks (${resolved.heartbeatTicks}), or one lost heartbeat raises suspicion`);
+  }
   return resolved;
 }
 

@@ -32,7 +32,7 @@ export interface PeerInfo {
   generation: number;
   epoch: number;
   lastHeardTick: number;
-  /** Start of the current stretch of hearing this incarnation without a silence > suspectTicks. */
+  /** Start of the current stretch of hearing this incarnation without a silence > 2 × suspectTicks. */
   heardSinceTick: number;
   /** What the peer reported in its last heartbeat of this node's (generation, epoch). */
   reports: readonly Incarnation[];
@@ -88,7 +88,9 @@ export class Membership {
       };
       this.peers.set(from, info);
     }
-    if (info.bootId !== bootId || now - info.lastHeardTick > this.config.suspectTicks) info.heardSinceTick = now;
+    // Continuity breaks on a new incarnation or a silence long enough to be more than a few
+    // lost heartbeats: twice the suspicion timeout.
+    if (info.bootId !== bootId || now - info.lastHeardTick > 2 * this.config.suspectTicks) info.heardSinceTick = now;
     info.bootId = bootId;
     info.lastHeardTick = now;
     info.generation = generation;

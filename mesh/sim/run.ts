@@ -54,11 +54,12 @@ export function runSeed(opts: RunOptions): RunResult {
   const faultTicks = size > 24 ? prng.int(60, 150) : prng.int(100, 300);
   const checkers = new Checkers();
   // Half the runs use the default timing, the others a random one.
+  const heartbeatTicks = prng.int(1, 3);
   const timing = prng.chance(0.5)
     ? {}
     : {
-        heartbeatTicks: prng.int(1, 3),
-        suspectTicks: prng.int(3, 8),
+        heartbeatTicks,
+        suspectTicks: prng.int(2 * heartbeatTicks, 2 * heartbeatTicks + 5),
         probeTimeoutTicks: prng.int(1, 4),
         settleTicks: prng.int(1, 3),
         admitStableTicks: prng.int(1, 6),

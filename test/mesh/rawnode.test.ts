@@ -166,6 +166,8 @@ describe('RawNode', () => {
     expect(() => new RawNode({ ...base, worldSize: 0, self: 'a', bootId: 'b' })).toThrow(ConfigError);
     expect(() => new RawNode({ ...base, self: 'a b', bootId: 'b' })).toThrow(ConfigError);
     expect(() => new RawNode({ ...base, self: 'a', bootId: 'b', suspectTicks: 0 })).toThrow(ConfigError);
+    expect(() => new RawNode({ ...base, self: 'a', bootId: 'b', heartbeatTicks: 3, suspectTicks: 5 })).toThrow(/twice heartbeatTicks/);
+    expect(() => new RawNode({ ...base, self: 'a', bootId: 'b', reportThresholdMax: 1 })).toThrow(/reportThresholdMax/);
     const foreign: PersistentState = { meshId: 'other', generation: 1, view: null, rememberedRank: -1, acceptor: null, form: null };
     expect(() => new RawNode({ ...base, self: 'a', bootId: 'b' }, foreign)).toThrow(ConfigError);
   });
