@@ -78,6 +78,18 @@ export interface MemberInfo {
   readonly lastHeardTick: number;
 }
 
+/** The current view as the HTTP API shows it (`GET /v1/view`). */
+export interface ViewSummary {
+  readonly generation: number;
+  readonly epoch: number;
+  readonly worldSize: number;
+  /** Hex of the active-rank bitset, bit r = rank r. */
+  readonly mask: string;
+  readonly ranks: readonly { rank: number; peerId: string | null; bootId: string | null; active: boolean }[];
+  readonly spares: readonly { peerId: string; bootId: string; ready: boolean }[];
+  readonly closed: boolean;
+}
+
 export interface Counters {
   /** Messages of an older generation/epoch, ignored. */
   stale: number;
@@ -269,6 +281,26 @@ export class RawNode {
         lastHeardTick: p.lastHeardTick,
       }))
       .sort((a, b) => (a.peerId < b.peerId ? -1 : 1));
+  }
+
+  /** The current view for the HTTP API, or null before the first view. */
+  summary(): ViewSummary | null {
+    const view = this.currentView;
+    if (!view) return null;
+    const spareReady = (peerId: string, bootId: string) => {
+      if (peerId === this.config.self) return bootId === this.config.bootId && this.readyFlag;
+      const info = this.membership.peers.get(peerId);
+      return !!info && info.bootId === bootId && info.ready;
+    };
+    return {
+      generation: view.generation,
+      epoch: view.epoch,
+      worldSize: view.worldSize,
+      mask: this.currentMaskHex,
+      ranks: view.ranks.map((h, rank) => ({ rank, peerId: h?.peerId ?? null, bootId: h?.bootId ?? null, active: h !== null })),
+      spares: view.spares.map((s) => ({ peerId: s.peerId, bootId: s.bootId, ready: spareReady(s.peerId, s.bootId) })),
+      closed: view.closed,
+    };
   }
 
   /** Whether a view change is under way (votes seen or a change proposed, not yet decided). */

@@ -67,6 +67,17 @@ describe('RawNode', () => {
     expect(views[0]!.ranks.map((r) => r?.peerId)).toEqual(['a', 'b', 'c']);
     expect(views[0]!.spares.map((s) => s.peerId)).toEqual(['d']);
     expect(d.nodes.get('d')!.phase()).toBe('spare');
+    d.nodes.get('d')!.markReady();
+    d.run(4);
+    expect(d.nodes.get('a')!.summary()).toEqual({
+      generation: 1,
+      epoch: views[0]!.epoch,
+      worldSize: 3,
+      mask: '7',
+      ranks: ['a', 'b', 'c'].map((p, rank) => ({ rank, peerId: p, bootId: `b-${p}`, active: true })),
+      spares: [{ peerId: 'd', bootId: 'b-d', ready: true }],
+      closed: false,
+    });
   });
 
   test('every vote and formation acceptance is persisted before it is sent', () => {
