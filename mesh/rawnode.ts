@@ -123,7 +123,9 @@ export class RawNode {
   private ownChangeKey = '';
   private ownChangeSinceTick = 0;
   private lastFormSendTick = -Infinity;
-  private readonly lastCatchupTick = new Map<string, number>();
+  private lastCatchupTick = -Infinity;
+  /** Peers whose messages were stale, since when (cleared by a current message). */
+  private readonly staleSinceTick = new Map<string, number>();
   private readonly lastPushTick = new Map<string, number>();
   readonly counters: Counters = { stale: 0, future: 0, rejected: {} };
 
@@ -197,6 +199,7 @@ export class RawNode {
       if ((phase === 'forming' || phase === 'closed') && msg.epoch === 0) return this.adoptGeneration(msg.generation);
       return this.requestView(from);
     }
+    this.staleSinceTick.delete(from);
     if (this.phase() === 'forming') return this.stepForming(from, msg);
     return this.stepActive(from, msg);
   }
@@ -441,10 +444,14 @@ export class RawNode {
 
   // ---- catch-up ----
 
+  /**
+   * Asks one peer for its view. At most one request per catchupTicks in all: when a view
+   * commits, every peer's next heartbeat looks newer to a node a moment behind, and asking
+   * each of them would bring back n copies of the view.
+   */
   private requestView(peer: string): void {
-    const last = this.lastCatchupTick.get(peer) ?? -Infinity;
-    if (this.now - last < this.config.catchupTicks) return;
-    this.lastCatchupTick.set(peer, this.now);
+    if (this.now - this.lastCatchupTick < this.config.catchupTicks) return;
+    this.lastCatchupTick = this.now;
     this.direct(peer, { type: 'viewReq' });
   }
 
@@ -454,8 +461,15 @@ export class RawNode {
     const view = this.currentView ?? this.closedView;
     if (!view) return;
     if (!asked) {
+      // Unasked, only to a peer that has lagged for catchupTicks (a peer one decide behind
+      // catches up by itself), and then at most once per catchupTicks.
+      const since = this.staleSinceTick.get(peer);
+      if (since === undefined) {
+        this.staleSinceTick.set(peer, this.now);
+        return;
+      }
       const last = this.lastPushTick.get(peer) ?? -Infinity;
-      if (this.now - last < this.config.catchupTicks) return;
+      if (this.now - since < this.config.catchupTicks || this.now - last < this.config.catchupTicks) return;
       this.lastPushTick.set(peer, this.now);
     }
     this.direct(peer, { type: 'viewResp', view });

@@ -137,6 +137,11 @@ describe('RawNode', () => {
     const staleBefore = a.counters.stale;
     a.step('x', { ...old, body: { type: 'hb', bootId: 'bx', role: 'forming', ready: false, rememberedRank: -1, digest: 0, reports: [], closeRequested: false } });
     expect(a.counters.stale).toBe(staleBefore + 1);
+    // A peer that is still behind after catchupTicks gets the view pushed.
+    for (let t = 0; t < a.config.catchupTicks; t++) a.tick();
+    a.ready();
+    a.advance();
+    a.step('x', { ...old, body: { type: 'hb', bootId: 'bx', role: 'forming', ready: false, rememberedRank: -1, digest: 0, reports: [], closeRequested: false } });
     const rd = a.ready();
     a.advance();
     expect(rd.messages).toContainEqual({ kind: 'direct', to: 'x', msg: expect.objectContaining({ body: expect.objectContaining({ type: 'viewResp' }) }) });
