@@ -46,6 +46,28 @@ describe('collectives', () => {
     }
   });
 
+  test('all-reduce into a caller-owned array, in place or not, matches allReduce', async () => {
+    const comms = await cluster(3, { pieceBytes: 128 });
+    const length = 5000;
+    const want = await Promise.all(comms.map((c, r) => c.allReduce(dataFor(r, length), 'sum')));
+    const outs = comms.map(() => new Float32Array(length));
+    const got = await Promise.all(comms.map((c, r) => c.allReduceInto(dataFor(r, length), outs[r]!, 'sum')));
+    const inPlace = comms.map((_, r) => dataFor(r, length));
+    const got2 = await Promise.all(comms.map((c, r) => c.allReduceInto(inPlace[r]!, inPlace[r]!, 'sum')));
+    for (let r = 0; r < 3; r++) {
+      expect(got[r]).toBe(outs[r]!);
+      expect(got2[r]).toBe(inPlace[r]!);
+      expect(sameBytes(got[r]!, want[r]!)).toBe(true);
+      expect(sameBytes(got2[r]!, want[r]!)).toBe(true);
+    }
+    const a = new Float32Array(10);
+    await expect(comms[0]!.allReduceInto(a, a.subarray(2, 12) as Float32Array, 'sum')).rejects.toThrow('length');
+    await expect(comms[0]!.allReduceInto(a.subarray(0, 5), a.subarray(3, 8), 'sum')).rejects.toThrow('overlaps');
+    await expect(comms[0]!.allReduceInto(a, new Int32Array(10) as unknown as Float32Array, 'sum')).rejects.toThrow('type');
+    // Refused calls changed nothing: the communicator still works.
+    await Promise.all(comms.map((c) => c.barrier()));
+  });
+
   test('all-reduce of float64 and uint8 over 4 ranks', async () => {
     const comms = await cluster(4);
     const f64 = await Promise.all(comms.map((c, r) => c.allReduce(new Float64Array([r, 10 - r, 0.5]), 'max')));

@@ -57,7 +57,12 @@ export class Ring {
     private readonly options: RingOptions,
   ) {}
 
-  /** Ring all-reduce of `data` into `result` (same type and length; `data` is only read). */
+  /**
+   * Ring all-reduce of `data` into `result` (same type and length). `result` may be `data`
+   * itself: each segment's own contribution is read just before the same place is written,
+   * and a piece sent from `data` is overwritten only by the segment's final value, which
+   * cannot arrive before the next rank has received that piece.
+   */
   async allReduce<T extends CollectiveArray>(data: T, result: T, op: ReduceOp, tag: FrameTag): Promise<void> {
     const n = this.size;
     const r = this.rank;
