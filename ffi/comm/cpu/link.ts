@@ -68,11 +68,6 @@ export class ByteReader {
     });
   }
 
-  /** Bytes received and not yet read. */
-  get buffered(): number {
-    return this.bufferedBytes;
-  }
-
   push(chunk: Uint8Array): void {
     let offset = 0;
     const want = this.want;
@@ -160,12 +155,6 @@ export class ByteWriter {
     if (this.lostReason !== null) return Promise.reject(new LinkClosedError(this.lostReason));
     if (this.queue.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
-  }
-
-  get pendingBytes(): number {
-    let n = 0;
-    for (const b of this.queue) n += b.length;
-    return n;
   }
 
   flush(): void {

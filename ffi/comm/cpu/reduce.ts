@@ -31,12 +31,6 @@ export function reduceInto<T extends CollectiveArray>(out: T, a: T, b: T, op: Re
   else for (let i = 0; i < n; i++) o[i] = minNaN(x[i]!, y[i]!);
 }
 
-/** A view of `bytes` typed like `like` (bytes must be aligned to the element size). */
-export function viewLike<T extends CollectiveArray>(like: T, bytes: Uint8Array): T {
-  const ctor = like.constructor as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => T;
-  return new ctor(bytes.buffer, bytes.byteOffset, bytes.byteLength / like.BYTES_PER_ELEMENT);
-}
-
 /** The raw bytes of a typed array, without copying. */
 export function bytesOf(a: CollectiveArray): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
