@@ -63,6 +63,15 @@ export const settings = {
   heartbeatIntervalMs: z.number().int().min(1).default(150).describe('Interval between membership heartbeats (rounded to whole ticks)'),
   suspectMs: z.number().int().min(1).default(400).describe('Silence after which a peer is suspected and probed directly (rounded to whole ticks)'),
   probeTimeoutMs: z.number().int().min(1).default(250).describe('A direct probe (libp2p ping) unanswered this long counts as failed'),
+  dataPlanePort: z.number().int().min(0).max(65535).default(0).describe('Port of the CPU data plane (collectives between ranks), on the host of httpAddr; 0 picks a free one'),
+  dataPlaneAnnounceIntervalMs: z.number().int().min(10).default(1000).describe('Interval between gossip announcements of this node\'s data-plane address'),
+  engineModelSeed: z.number().int().min(0).max(0xffffffff).default(1).describe('Seed of the reference engine\'s weights; every node of a mesh must use the same'),
+  engineWarmUpMs: z.number().int().min(0).default(0).describe('Least time the engine warm-up takes (models a real model\'s load and graph capture)'),
+  rankQueueCapacity: z.number().int().min(1).default(1024).describe('Requests waiting on this node\'s rank, at most; more are refused with 429'),
+  rankBatchRequestsMax: z.number().int().min(1).default(32).describe('Requests in one engine step, at most'),
+  rankConnectTimeoutMs: z.number().int().min(1).default(10_000).describe('A communicator\'s ring links must be up within this, and peers\' data-plane addresses known'),
+  rankRetryMs: z.number().int().min(1).default(1000).describe('Back-off before a failed communicator build is tried again in an unchanged view'),
+  rankRequestTimeoutMs: z.number().int().min(1).default(30_000).describe('POST /v1/rank/infer answers 504 when its result takes longer than this'),
   stopOnStdinEnd: z.boolean().default(false).describe('Stop when standard input closes, so a node never outlives the script that started it'),
 } as const;
 

@@ -11,9 +11,11 @@ import { loadOrCreateIdentity, newBootId } from './identity.ts';
 import type { Logger } from './log.ts';
 import { type CoreConfig, RawNode } from '../mesh/rawnode.ts';
 import { meshRoutes } from './api/mesh.ts';
+import { rankRoutes } from './api/rank.ts';
 import { MeshDriver } from './mesh/driver.ts';
 import { CoreStore } from './mesh/store.ts';
 import { Transport } from './p2p/transport.ts';
+import { RankHost } from './rank/host.ts';
 import { loadOrCreateToken, loadSwarmKey } from './secrets.ts';
 import { openStorage, type Storage } from './storage/database.ts';
 import { recordStart } from './storage/meta.ts';
@@ -45,6 +47,7 @@ export class Runtime {
   private transportRef: Transport | undefined;
   private server: Server<undefined> | undefined;
   private driverRef: MeshDriver | undefined;
+  private rankRef: RankHost | undefined;
 
   constructor(
     readonly config: Config,
@@ -59,6 +62,12 @@ export class Runtime {
   get transport(): Transport {
     if (this.transportRef === undefined) throw new Error('runtime is not started');
     return this.transportRef;
+  }
+
+  /** The rank side (engine, data plane, engine loop); present once started. */
+  get rank(): RankHost {
+    if (this.rankRef === undefined) throw new Error('runtime is not started');
+    return this.rankRef;
   }
 
   /** The driver of the protocol core; present once started. */
@@ -146,6 +155,18 @@ export class Runtime {
       directTimeoutMs: config.requestTimeoutMs,
     });
     await this.driverRef.start();
+    const { hostname, port } = splitHostPort(config.httpAddr);
+    this.rankRef = new RankHost({
+      meshId: config.meshId,
+      self: { peerId, bootId },
+      driver: this.driverRef,
+      transport,
+      swarmKey: swarm.key,
+      host: hostname,
+      settings: config,
+      log: log.child({ component: 'rank' }),
+    });
+    await this.rankRef.start();
 
     const info: NodeInfo = {
       peerId,
@@ -159,7 +180,7 @@ export class Runtime {
     };
     const app = createApp({ info, db: this.storage.db, token, log: log.child({ component: 'http' }) });
     app.route('/', meshRoutes(core, config.tickMs));
-    const { hostname, port } = splitHostPort(config.httpAddr);
+    app.route('/', rankRoutes(this.rankRef));
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
     const httpUrl = `http://${hostname}:${this.server.port}`;
     return { peerId, bootId, httpUrl, addresses: transport.addresses(), dataDir, tokenFile, keyFile, starts: start.starts };
@@ -171,6 +192,8 @@ export class Runtime {
       await this.server.stop();
       this.server = undefined;
     }
+    await this.rankRef?.stop();
+    this.rankRef = undefined;
     this.driverRef?.stop();
     this.driverRef = undefined;
     if (this.transportRef !== undefined) {

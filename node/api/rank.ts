@@ -1,0 +1,63 @@
+// POST /v1/rank/infer runs one request on this node's rank; GET /v1/rank shows the rank's
+// state. This is the rank-side entry that ingress forwards to, so it stays small: validate,
+// hand to the RankHost, map its typed errors to statuses.
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from '../rank/errors.ts';
+import type { InferRequest, InferResult, RankStatus } from '../rank/host.ts';
+import { ApiError } from './errors.ts';
+
+/** What the routes need of the RankHost. */
+export interface RankService {
+  rankStatus(): RankStatus;
+  infer(req: InferRequest): Promise<InferResult>;
+}
+
+/** Tokens in one request, at most, before the engine's own (smaller) limit is asked. */
+const tokensMax = 1 << 16;
+
+export const inferBodySchema = z.strictObject({
+  id: z.string().min(1).max(128).optional(),
+  input: z.array(z.number().int().min(0)).min(1).max(tokensMax),
+  pipeline: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected 1-64 letters, digits, _ . : or -').optional(),
+});
+
+export function rankRoutes(rank: RankService): Hono {
+  return new Hono()
+    .get('/v1/rank', (c) => c.json(rank.rankStatus()))
+    .post('/v1/rank/infer', async (c) => {
+      let raw: unknown;
+      try {
+        raw = await c.req.json();
+      } catch {
+        throw new ApiError(400, 'bad-request', 'the body must be JSON: { "input": [token, ...], "id"?: string, "pipeline"?: string }');
+      }
+      const parsed = inferBodySchema.safeParse(raw);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        const where = issue.path.length === 0 ? 'body' : issue.path.join('.');
+        throw new ApiError(400, 'bad-request', `${where}: ${issue.message}`);
+      }
+      try {
+        return c.json(await rank.infer(parsed.data));
+      } catch (err) {
+        throw toApiError(err, (s) => c.header('Retry-After', String(s)));
+      }
+    });
+}
+
+function toApiError(err: unknown, retryAfter: (seconds: number) => void): unknown {
+  if (err instanceof RankInputError) return new ApiError(400, 'bad-request', `input: ${err.message}`);
+  if (err instanceof NoRankError) return new ApiError(409, 'no-rank', err.message);
+  if (err instanceof RankBusyError) {
+    retryAfter(err.retryAfterS);
+    return new ApiError(429, 'queue-full', err.message);
+  }
+  if (err instanceof RankNotReadyError) {
+    retryAfter(1);
+    return new ApiError(503, 'not-ready', err.message);
+  }
+  if (err instanceof RankDeadlineError) return new ApiError(504, 'deadline', err.message);
+  if (err instanceof RankFailedError) return new ApiError(500, 'rank-failed', err.message);
+  return err;
+}

@@ -1,0 +1,473 @@
+// The rank side of a node: it owns the engine and its loop and follows the driver's
+// committed views. While this node's incarnation holds an active rank, it serves the epoch:
+// a CPU communicator over the epoch's active ranks (compact ranks in mesh-rank order), the
+// engine loop running on it. On a view change the old communicator is aborted and a new one
+// built; when the node loses its rank it stops serving and keeps its queue for later.
+//
+// Every node builds its communicator as soon as it commits the view; building connects to
+// the ring neighbours, which is the rendezvous. A build that fails (a peer slow or gone) is
+// retried after a back-off while the view is unchanged, as a new attempt: the data plane
+// accepts each ring edge of an epoch key once, so attempt k of epoch e uses the epoch key
+// e × BUILD_ATTEMPTS_MAX + k, and nodes announce their attempt so a node that fell behind
+// jumps to its peers' attempt instead of walking up to it.
+//
+// Every wait is bounded (addresses and ring links by rankConnectTimeoutMs, collectives by
+// the loop's deadline) and a newer view cuts a build short; nothing here blocks the event
+// loop.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { type CpuCommunicator, CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
+import { type Incarnation, sameIncarnation, type View } from '../../mesh/view.ts';
+import type { Config } from '../config.ts';
+import type { WarmUpProgress } from '../engine/engine.ts';
+import { createEngineLoop, type EngineLoop, QueueFullError } from '../engine/loop.ts';
+import { createReferenceEngine, type ReferenceEngine } from '../engine/reference.ts';
+import type { MeshDriver } from '../mesh/driver.ts';
+import type { Transport } from '../p2p/transport.ts';
+import { BUILD_ATTEMPTS_MAX, type BuildAttempt, DataPlaneDirectory } from './directory.ts';
+import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from './errors.ts';
+import { dataPlaneKey } from './mesh-key.ts';
+
+export type RankSettings = Pick<
+  Config,
+  | 'dataPlanePort'
+  | 'dataPlaneAnnounceIntervalMs'
+  | 'engineModelSeed'
+  | 'engineWarmUpMs'
+  | 'rankQueueCapacity'
+  | 'rankBatchRequestsMax'
+  | 'rankConnectTimeoutMs'
+  | 'rankRetryMs'
+  | 'rankRequestTimeoutMs'
+>;
+
+export interface RankHostOptions {
+  readonly meshId: string;
+  readonly self: Incarnation;
+  /** Committed views come from here: `view` and `closed` events, and the core's current view. */
+  readonly driver: Pick<MeshDriver, 'on' | 'off' | 'core'>;
+  readonly transport: Pick<Transport, 'subscribe' | 'publish' | 'onPeer'>;
+  /** The private network's pre-shared key; the data plane's key is derived from it. */
+  readonly swarmKey: Uint8Array;
+  /** The address the data plane listens on and advertises. */
+  readonly host: string;
+  readonly settings: RankSettings;
+  readonly log: Logger;
+}
+
+/** What GET /v1/rank shows. */
+export interface RankStatus {
+  /** The mesh rank this incarnation holds in the committed view, or null. */
+  readonly rank: number | null;
+  readonly generation: number | null;
+  readonly epoch: number | null;
+  /** The communicator build within the epoch that serves (0 first), or null while not serving. */
+  readonly attempt: number | null;
+  /** True while the engine loop runs on a live communicator of the committed view. */
+  readonly serving: boolean;
+  readonly queueLength: number;
+  /** Engine loop iterations so far (steps, dummy steps and idle ones). */
+  readonly iterations: number;
+  readonly warmUp: WarmUpProgress;
+  readonly requests: { readonly accepted: number; readonly completed: number; readonly failed: number; readonly timedOut: number };
+  /** The last build or communicator failure, for operators. */
+  readonly lastError: string | null;
+}
+
+export interface InferRequest {
+  readonly id?: string;
+  readonly input: readonly number[];
+  readonly pipeline?: string;
+}
+
+export interface InferResult {
+  readonly id: string;
+  readonly output: readonly number[];
+  readonly rank: number;
+  readonly epoch: number;
+}
+
+export type RankHostState = { code: 'stopped' } | { code: 'started' } | { code: 'stopping' };
+
+export class RankHost {
+  private state: RankHostState = { code: 'stopped' };
+  private plane: CpuDataPlane | undefined;
+  private directory: DataPlaneDirectory | undefined;
+  private engine: ReferenceEngine | undefined;
+  private warming: Promise<void> | undefined;
+  private warmed = false;
+  private progress: WarmUpProgress = { phase: 'cold', fraction: 0 };
+  private loop: EngineLoop | undefined;
+  /** The epoch served now. Invariant: serving.comm is the loop's communicator while set. */
+  private serving: Serving | null = null;
+  private lastBuild: BuildAttempt | null = null;
+  private lastError: string | null = null;
+  private readonly counts = { accepted: 0, completed: 0, failed: 0, timedOut: 0 };
+  // Following views: kick() marks work to do; one reconcile run at a time does it.
+  private dirty = false;
+  private changed = Promise.withResolvers<void>();
+  private reconciling: Promise<void> | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onView = (): void => this.kick();
+
+  constructor(private readonly options: RankHostOptions) {}
+
+  status(): RankHostState {
+    return this.state;
+  }
+
+  /** The data-plane addresses this node has learned; present once started. */
+  get addresses(): DataPlaneDirectory {
+    if (this.directory === undefined) throw new Error('rank host is not started');
+    return this.directory;
+  }
+
+  /** Starts the data plane and its announcements, and the engine warm-up (not awaited). */
+  async start(): Promise<void> {
+    if (this.state.code !== 'stopped') throw new Error(`cannot start a rank host that is ${this.state.code}`);
+    const { meshId, self, settings, log } = this.options;
+    this.plane = await CpuDataPlane.listen({
+      meshId,
+      meshKey: dataPlaneKey(this.options.swarmKey, meshId),
+      hostname: this.options.host,
+      port: settings.dataPlanePort,
+    });
+    this.directory = new DataPlaneDirectory({
+      transport: this.options.transport,
+      self: { ...self, host: this.plane.hostname, port: this.plane.port },
+      announceIntervalMs: settings.dataPlaneAnnounceIntervalMs,
+      log,
+    });
+    this.directory.start();
+    log.info({ dataPlane: `${this.plane.hostname}:${this.plane.port}` }, 'data plane listening');
+    // Warm up for the rank held now, if any; the first step re-places experts for the real mask.
+    const meshRank = Math.max(0, this.targetOf(this.options.driver.core.view())?.meshRank ?? 0);
+    const engine = createReferenceEngine({
+      model: { seed: settings.engineModelSeed },
+      meshRank,
+      initialMeshRanks: [meshRank],
+      warmUpMs: settings.engineWarmUpMs,
+    });
+    this.engine = engine;
+    this.state = { code: 'started' };
+    this.options.driver.on('view', this.onView);
+    this.options.driver.on('closed', this.onView);
+    const startedMs = performance.now();
+    this.warming = engine
+      .warmUp((p) => {
+        if (p.phase !== this.progress.phase) log.info({ phase: p.phase, fraction: Number(p.fraction.toFixed(2)) }, 'engine warm-up');
+        this.progress = p;
+      })
+      .then(
+        () => {
+          this.warmed = true;
+          log.info({ ms: Math.round(performance.now() - startedMs) }, 'engine warmed up');
+          this.kick();
+        },
+        (err: Error) => {
+          this.lastError = `engine warm-up failed: ${err.message}`;
+          log.error({ err }, 'engine warm-up failed; this node will not serve');
+        },
+      );
+  }
+
+  /** Stops serving, fails what is still queued, closes the data plane. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.state.code !== 'started') return;
+    this.state = { code: 'stopping' };
+    this.options.driver.off('view', this.onView);
+    this.options.driver.off('closed', this.onView);
+    clearTimeout(this.retryTimer);
+    // Cuts a wait for addresses or ring links short.
+    this.dirty = true;
+    this.changed.resolve();
+    await this.reconciling;
+    if (this.serving !== null) await this.retire(this.serving, 'node stopping');
+    this.loop?.failQueued('the node is stopping');
+    this.directory?.stop();
+    const engine = this.engine;
+    // The warm-up cannot be cancelled: tear down once it has ended rather than wait for it.
+    void this.warming?.then(() => engine?.teardown());
+    await this.plane?.close();
+    this.plane = undefined;
+    this.state = { code: 'stopped' };
+  }
+
+  rankStatus(): RankStatus {
+    const target = this.targetOf(this.currentView());
+    const view = this.currentView();
+    const stats = this.loop?.stats();
+    return {
+      rank: target?.meshRank ?? null,
+      generation: view?.generation ?? null,
+      epoch: view?.epoch ?? null,
+      attempt: this.serving?.attempt ?? null,
+      serving: this.isServing(),
+      queueLength: this.loop?.queueLength ?? 0,
+      iterations: stats === undefined ? 0 : stats.step + stats.dummy + stats.idle,
+      warmUp: { phase: this.progress.phase, fraction: this.progress.fraction },
+      requests: { ...this.counts },
+      lastError: this.lastError,
+    };
+  }
+
+  /**
+   * Aborts the communicator in use; like any communicator failure, it is rebuilt after the
+   * back-off while the view is unchanged. Queued requests stay queued. An operator's way out
+   * of a wedged data plane.
+   */
+  abortCommunicator(reason: string): boolean {
+    if (this.serving === null || this.serving.comm.aborted !== null) return false;
+    this.serving.comm.abort(reason);
+    return true;
+  }
+
+  /**
+   * Runs one request on this node's rank. Throws NoRankError, RankNotReadyError,
+   * RankInputError or RankBusyError before anything is queued; RankDeadlineError or
+   * RankFailedError after.
+   */
+  async infer(req: InferRequest): Promise<InferResult> {
+    const engine = this.engine;
+    const view = this.currentView();
+    if (this.state.code !== 'started' || engine === undefined) throw new RankNotReadyError('the node is not started');
+    const target = this.targetOf(view);
+    if (target === null) {
+      const where = view === null ? 'there is no committed view yet' : view.closed ? `the mesh is closed (epoch ${view.epoch})` : `epoch ${view.epoch} gives it none`;
+      throw new NoRankError(`this node holds no active rank: ${where}; send the request to a node that does (GET /v1/view)`);
+    }
+    const loop = this.loop;
+    if (loop === undefined) {
+      const why = this.warmed ? `building its first communicator (epoch ${target.epoch})` : `warming up (${this.progress.phase}, ${Math.round(this.progress.fraction * 100)}%)`;
+      throw new RankNotReadyError(`rank ${target.meshRank} does not serve yet: ${why}`);
+    }
+    const request = { id: req.id ?? randomUUID(), pipeline: req.pipeline ?? 'default', input: req.input };
+    const why = engine.validateRequest(request);
+    if (why !== null) throw new RankInputError(why);
+    const capacity = this.options.settings.rankQueueCapacity;
+    if (loop.queueLength >= capacity) throw new RankBusyError(`rank ${target.meshRank} has ${capacity} requests queued, its limit`, 1);
+    const pending = loop.submit(request);
+    this.counts.accepted += 1;
+    const timeoutMs = this.options.settings.rankRequestTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new RankDeadlineError(`no result within ${timeoutMs} ms; the request stays queued on rank ${target.meshRank}`)), timeoutMs);
+    });
+    try {
+      const result = await Promise.race([pending, deadline]);
+      this.counts.completed += 1;
+      const serving = this.serving;
+      return { id: result.id, output: result.output, rank: serving?.meshRank ?? target.meshRank, epoch: serving?.epoch ?? target.epoch };
+    } catch (err) {
+      if (err instanceof RankDeadlineError) {
+        this.counts.timedOut += 1;
+        // The answer may still come; nobody waits for it any more.
+        pending.catch(() => {});
+        throw err;
+      }
+      this.counts.failed += 1;
+      if (err instanceof QueueFullError) throw new RankBusyError(err.message, 1);
+      throw new RankFailedError((err as Error).message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private isServing(): boolean {
+    const s = this.serving;
+    return s !== null && s.comm.aborted === null && this.loop?.status.code === 'running';
+  }
+
+  private currentView(): View | null {
+    return this.options.driver.core.view();
+  }
+
+  /** Work to do: a new view, the end of warm-up, or a retry. */
+  private kick(): void {
+    if (this.state.code !== 'started') return;
+    this.dirty = true;
+    this.changed.resolve();
+    if (this.reconciling !== null) return;
+    this.reconciling = this.reconcile().finally(() => {
+      this.reconciling = null;
+      if (this.dirty && this.state.code === 'started') this.kick();
+    });
+  }
+
+  private async reconcile(): Promise<void> {
+    while (this.dirty && this.state.code === 'started') {
+      this.dirty = false;
+      this.changed = Promise.withResolvers<void>();
+      clearTimeout(this.retryTimer);
+      try {
+        await this.follow(this.changed.promise);
+      } catch (err) {
+        this.fail(`following the view failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Brings serving in line with the committed view; `changed` settles when a newer one arrives. */
+  private async follow(changed: Promise<void>): Promise<void> {
+    const { log, settings } = this.options;
+    const view = this.currentView();
+    const target = this.targetOf(view);
+    const current = this.serving;
+    if (current !== null && target !== null && sameEpoch(current, target) && current.comm.aborted === null) return;
+    if (current !== null) {
+      const reason = target === null ? 'this node lost its rank' : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
+      await this.retire(current, reason);
+      if (target === null) {
+        log.info({ epoch: view?.epoch, queued: this.loop?.queueLength ?? 0 }, 'this node holds no active rank; serving stopped, queued requests are kept');
+      }
+    }
+    if (target === null) {
+      this.directory!.setBuild(null);
+      return;
+    }
+    if (!this.warmed) return; // the end of warm-up kicks again
+
+    const attempt = this.nextAttempt(target);
+    const build: BuildAttempt = { generation: target.generation, epoch: target.epoch, attempt };
+    this.lastBuild = build;
+    this.directory!.setBuild(build);
+    const others = target.members.filter((m) => m.meshRank !== target.meshRank);
+    const known = await this.directory!.waitFor(
+      others.map((m) => m.holder),
+      settings.rankConnectTimeoutMs,
+      () => this.dirty,
+    );
+    if (!known) {
+      if (this.dirty) return;
+      const missing = others.filter((m) => this.directory!.lookup(m.holder) === undefined).map((m) => m.meshRank);
+      this.fail(`epoch ${target.epoch}: data-plane addresses of ranks ${missing.join(', ')} not known within ${settings.rankConnectTimeoutMs} ms`);
+      this.scheduleRetry();
+      return;
+    }
+    const meshRanks = target.members.map((m) => m.meshRank);
+    const peers = others.map((m) => ({ meshRank: m.meshRank, ...this.directory!.lookup(m.holder)! }));
+    const building = createCpuCommunicator({
+      dataPlane: this.plane!,
+      key: { meshId: this.options.meshId, generation: target.generation, epoch: target.epoch * BUILD_ATTEMPTS_MAX + attempt },
+      rank: meshRanks.indexOf(target.meshRank),
+      meshRanks,
+      peers,
+      connectTimeoutMs: settings.rankConnectTimeoutMs,
+    });
+    const outcome = await Promise.race([
+      building.then(
+        (comm) => ({ comm }),
+        (error: Error) => ({ error }),
+      ),
+      changed.then(() => null),
+    ]);
+    if (outcome === null || ('comm' in outcome && this.dirty)) {
+      // A newer view (or stop) came first: this build's communicator is of no use.
+      void building.then((comm) => closeQuietly(comm, 'superseded by a newer view'), () => {});
+      return;
+    }
+    if ('error' in outcome) {
+      this.fail(`epoch ${target.epoch} attempt ${attempt}: communicator build failed: ${outcome.error.message}`);
+      this.scheduleRetry();
+      return;
+    }
+    const comm = outcome.comm;
+    this.serving = { generation: target.generation, epoch: target.epoch, attempt, meshRank: target.meshRank, comm };
+    log.info({ generation: target.generation, epoch: target.epoch, attempt, rank: target.meshRank, activeRanks: meshRanks }, 'serving the epoch');
+    if (this.loop === undefined) {
+      const engine = this.engine!;
+      this.loop = createEngineLoop({
+        engine,
+        comm,
+        queueCapacity: settings.rankQueueCapacity,
+        batchRequestsMax: settings.rankBatchRequestsMax,
+        validate: (r) => engine.validateRequest(r),
+        onAbort: (reason) => this.onLoopAbort(reason),
+      });
+      this.loop.start();
+    } else {
+      this.loop.resume(comm);
+    }
+  }
+
+  /** The loop stopped on a communicator failure that no view change caused. */
+  private onLoopAbort(reason: string): void {
+    const serving = this.serving;
+    // A communicator retired here was cleared from `serving` before it was aborted.
+    if (serving === null || this.state.code !== 'started') return;
+    this.fail(`epoch ${serving.epoch} attempt ${serving.attempt}: communicator aborted: ${reason}`);
+    this.scheduleRetry();
+  }
+
+  /** Aborts the epoch's communicator, stops the loop (its queue is kept) and closes the links. */
+  private async retire(serving: Serving, reason: string): Promise<void> {
+    this.serving = null;
+    serving.comm.abort(reason);
+    await this.loop?.stop();
+    await serving.comm.close();
+  }
+
+  /** The next try: one past our last in this view, or the furthest a peer announced. */
+  private nextAttempt(target: Target): number {
+    const last = this.lastBuild;
+    let attempt = last !== null && last.generation === target.generation && last.epoch === target.epoch ? last.attempt + 1 : 0;
+    for (const m of target.members) {
+      const b = this.directory!.buildOf(m.holder);
+      if (b !== null && b.generation === target.generation && b.epoch === target.epoch) attempt = Math.max(attempt, b.attempt);
+    }
+    return Math.min(attempt, BUILD_ATTEMPTS_MAX - 1);
+  }
+
+  private scheduleRetry(): void {
+    clearTimeout(this.retryTimer);
+    if (this.state.code !== 'started') return;
+    this.retryTimer = setTimeout(() => this.kick(), this.options.settings.rankRetryMs);
+  }
+
+  private fail(message: string): void {
+    this.lastError = message;
+    this.options.log.warn(message);
+  }
+
+  /** The epoch this incarnation serves in `view`, or null when it holds no active rank there. */
+  private targetOf(view: View | null): Target | null {
+    if (view === null || view.closed) return null;
+    const meshRank = view.ranks.findIndex((h) => sameIncarnation(h, this.options.self));
+    if (meshRank < 0) return null;
+    const members: Member[] = [];
+    view.ranks.forEach((holder, rank) => {
+      if (holder !== null) members.push({ meshRank: rank, holder });
+    });
+    return { generation: view.generation, epoch: view.epoch, meshRank, members };
+  }
+}
+
+interface Serving {
+  readonly generation: number;
+  readonly epoch: number;
+  readonly attempt: number;
+  readonly meshRank: number;
+  readonly comm: CpuCommunicator;
+}
+
+interface Member {
+  readonly meshRank: number;
+  readonly holder: Incarnation;
+}
+
+interface Target {
+  readonly generation: number;
+  readonly epoch: number;
+  readonly meshRank: number;
+  /** The view's active ranks, ascending. */
+  readonly members: readonly Member[];
+}
+
+function sameEpoch(a: { generation: number; epoch: number }, b: { generation: number; epoch: number }): boolean {
+  return a.generation === b.generation && a.epoch === b.epoch;
+}
+
+function closeQuietly(comm: CpuCommunicator, reason: string): void {
+  comm.abort(reason);
+  void comm.close().catch(() => {});
+}
