@@ -142,9 +142,6 @@ export class Runtime {
       log.warn({ storedMeshId: stored, meshId: config.meshId }, 'data directory held state of another mesh; starting fresh for this one');
     }
     const core = new RawNode(coreConfig(config, peerId, bootId), store.load());
-    // Readiness is what lets a spare or joiner be given a rank. Until the engine's warm-up
-    // is part of start-up, a node is ready as soon as its runtime is up.
-    core.markReady();
     this.driverRef = new MeshDriver({
       core,
       transport,
@@ -165,6 +162,9 @@ export class Runtime {
       host: hostname,
       settings: config,
       log: log.child({ component: 'rank' }),
+      // Readiness is what lets a spare or joiner be given a rank: it comes with the end of
+      // the engine's warm-up, so healthy ranks never wait on a warming node.
+      onWarmedUp: () => core.markReady(),
     });
     await this.rankRef.start();
 

@@ -53,6 +53,8 @@ export interface RankHostOptions {
   readonly host: string;
   readonly settings: RankSettings;
   readonly log: Logger;
+  /** Called once the engine has warmed up (the node may then be given a rank). */
+  readonly onWarmedUp?: () => void;
 }
 
 /** What GET /v1/rank shows. */
@@ -162,6 +164,7 @@ export class RankHost {
         () => {
           this.warmed = true;
           log.info({ ms: Math.round(performance.now() - startedMs) }, 'engine warmed up');
+          this.options.onWarmedUp?.();
           this.kick();
         },
         (err: Error) => {

@@ -1,7 +1,8 @@
 // Covers the engine loop inside real nodes: three in-process nodes and a spare on the CPU
 // backend serve POST /v1/rank/infer on every rank with the outputs of a single-rank run, refuse
 // bad input (400, nothing queued) and rankless requests (409), ignore forged data-plane claims,
-// rebuild an aborted communicator in the same view, and serve the next epoch after a rank dies.
+// rebuild an aborted communicator in the same view, serve the next epoch after a rank dies, and
+// a rank that cannot serve keeps its queue, answering 504 past the deadline and 429 when full.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import type { EngineRequest } from '../../node/engine/engine.ts';
@@ -186,4 +187,42 @@ describe('ranks in real nodes', () => {
     );
     expect(new Map(answers.map((a) => [a.id, a.output]))).toEqual(want);
   }, 30_000);
+});
+
+describe('a rank that cannot serve', () => {
+  let pair: InprocMesh;
+
+  beforeAll(async () => {
+    pair = await InprocMesh.start({
+      nodes: 2,
+      settings: { rankQueueCapacity: 2, rankRequestTimeoutMs: 300, rankRetryMs: 200, rankConnectTimeoutMs: 500, dataPlaneAnnounceIntervalMs: 200 },
+    });
+    await waitFor('both ranks serving', async () => (await Promise.all(pair.nodes.map(rankStatus))).every((s) => s.serving), 12_000);
+  }, 30_000);
+
+  afterAll(async () => {
+    await pair?.stop();
+  });
+
+  test('keeps its queue, answers 504 past the deadline and 429 when the queue is full', async () => {
+    const [survivor, dead] = pair.nodes as [InprocNode, InprocNode];
+    expect((await infer(survivor, { input: [1, 2] })).status).toBe(200);
+    // One of two cannot remove the other (no majority), so the survivor keeps its rank and
+    // cannot build a communicator: it holds requests without running them.
+    await pair.kill(dead);
+    await waitFor('the survivor to stop serving', async () => !(await rankStatus(survivor)).serving, 5000);
+    const late = await Promise.all([infer(survivor, { id: 'a', input: [3] }), infer(survivor, { id: 'b', input: [4] })]);
+    for (const res of late) {
+      expect(res.status).toBe(504);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('stays queued');
+    }
+    const status = await rankStatus(survivor);
+    expect(status.rank).not.toBeNull();
+    expect(status.queueLength).toBe(2);
+    expect(status.requests.timedOut).toBe(2);
+    const full = await infer(survivor, { input: [5] });
+    expect(full.status).toBe(429);
+    expect(full.headers.get('retry-after')).toBe('1');
+    expect((await rankStatus(survivor)).queueLength).toBe(2);
+  });
 });
