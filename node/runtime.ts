@@ -188,8 +188,12 @@ export class Runtime {
 
   private async stopPieces(): Promise<void> {
     if (this.server !== undefined) {
-      // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
-      await this.server.stop();
+      // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets. The
+      // rank host stops meanwhile, so a request waiting on its rank is answered (503) instead
+      // of holding the stop until its deadline.
+      const serverStopped = this.server.stop();
+      await this.rankRef?.stop();
+      await serverStopped;
       this.server = undefined;
     }
     await this.rankRef?.stop();

@@ -35,6 +35,8 @@ export interface DirectoryOptions {
   readonly log: Logger;
   /** Claims kept, at most (the oldest received goes first). Default 4096. */
   readonly entriesMax?: number;
+  /** Called with each newer claim from a peer: where it listens and the build it attempts. */
+  readonly onClaim?: (claim: Incarnation & DataPlaneAddress & { readonly build: BuildAttempt | null }) => void;
 }
 
 /** Why received claims were ignored, counted. */
@@ -166,6 +168,7 @@ export class DataPlaneDirectory {
     }
     this.store(parsed);
     for (const wake of [...this.waiters]) wake();
+    this.options.onClaim?.(parsed);
   }
 
   private store(claim: Claim): void {

@@ -103,6 +103,8 @@ export class RankHost {
   /** The epoch served now. Invariant: serving.comm is the loop's communicator while set. */
   private serving: Serving | null = null;
   private lastBuild: BuildAttempt | null = null;
+  /** True while `lastBuild` is being built (addresses awaited or ring links connecting). */
+  private building = false;
   private lastError: string | null = null;
   private readonly counts = { accepted: 0, completed: 0, failed: 0, timedOut: 0 };
   // Following views: kick() marks work to do; one reconcile run at a time does it.
@@ -139,6 +141,7 @@ export class RankHost {
       self: { ...self, host: this.plane.hostname, port: this.plane.port },
       announceIntervalMs: settings.dataPlaneAnnounceIntervalMs,
       log,
+      onClaim: (claim) => this.onPeerBuild(claim.build),
     });
     this.directory.start();
     log.info({ dataPlane: `${this.plane.hostname}:${this.plane.port}` }, 'data plane listening');
@@ -270,6 +273,7 @@ export class RankHost {
       }
       this.counts.failed += 1;
       if (err instanceof QueueFullError) throw new RankBusyError(err.message, 1);
+      if (this.state.code !== 'started') throw new RankNotReadyError(`the node is stopping: ${(err as Error).message}`);
       throw new RankFailedError((err as Error).message);
     } finally {
       clearTimeout(timer);
@@ -312,7 +316,7 @@ export class RankHost {
 
   /** Brings serving in line with the committed view; `changed` settles when a newer one arrives. */
   private async follow(changed: Promise<void>): Promise<void> {
-    const { log, settings } = this.options;
+    const { log } = this.options;
     const view = this.currentView();
     const target = this.targetOf(view);
     const current = this.serving;
@@ -334,6 +338,18 @@ export class RankHost {
     const build: BuildAttempt = { generation: target.generation, epoch: target.epoch, attempt };
     this.lastBuild = build;
     this.directory!.setBuild(build);
+    this.building = true;
+    try {
+      await this.build(target, build, changed);
+    } finally {
+      this.building = false;
+    }
+  }
+
+  /** One attempt: wait for the peers' addresses, connect the ring, start or resume the loop. */
+  private async build(target: Target, build: BuildAttempt, changed: Promise<void>): Promise<void> {
+    const { log, settings } = this.options;
+    const { attempt } = build;
     const others = target.members.filter((m) => m.meshRank !== target.meshRank);
     const known = await this.directory!.waitFor(
       others.map((m) => m.holder),
@@ -365,8 +381,8 @@ export class RankHost {
       changed.then(() => null),
     ]);
     if (outcome === null || ('comm' in outcome && this.dirty)) {
-      // A newer view (or stop) came first: this build's communicator is of no use.
-      void building.then((comm) => closeQuietly(comm, 'superseded by a newer view'), () => {});
+      // A newer view, a peer's later attempt, or stop came first: this communicator is of no use.
+      void building.then((comm) => closeQuietly(comm, 'superseded'), () => {});
       return;
     }
     if ('error' in outcome) {
@@ -391,6 +407,16 @@ export class RankHost {
     } else {
       this.loop.resume(comm);
     }
+  }
+
+  /**
+   * A peer moved on to a later attempt of the epoch this node is building: its ring links
+   * will never match ours, so stop waiting on them and join its attempt now.
+   */
+  private onPeerBuild(peer: BuildAttempt | null): void {
+    const mine = this.lastBuild;
+    if (!this.building || peer === null || mine === null) return;
+    if (peer.generation === mine.generation && peer.epoch === mine.epoch && peer.attempt > mine.attempt) this.kick();
   }
 
   /** The loop stopped on a communicator failure that no view change caused. */

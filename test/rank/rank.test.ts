@@ -2,7 +2,8 @@
 // backend serve POST /v1/rank/infer on every rank with the outputs of a single-rank run, refuse
 // bad input (400, nothing queued) and rankless requests (409), ignore forged data-plane claims,
 // rebuild an aborted communicator in the same view, serve the next epoch after a rank dies, and
-// a rank that cannot serve keeps its queue, answering 504 past the deadline and 429 when full.
+// a rank that cannot serve keeps its queue, answering 504 past the deadline, 429 when full and
+// 503 to waiting requests when the node stops.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import type { EngineRequest } from '../../node/engine/engine.ts';
@@ -164,7 +165,7 @@ describe('ranks in real nodes', () => {
           const v = mesh.view(n);
           return v !== null && v.epoch > before.epoch && v.ranks.every((h) => h !== null && h.peerId !== victim.peerId);
         }),
-      10_000,
+      15_000,
     );
     const view = mesh.view(survivors[0]!)!;
     const serving = view.ranks.map((h) => mesh.nodes.find((n) => n.peerId === h!.peerId)!);
@@ -195,7 +196,7 @@ describe('a rank that cannot serve', () => {
   beforeAll(async () => {
     pair = await InprocMesh.start({
       nodes: 2,
-      settings: { rankQueueCapacity: 2, rankRequestTimeoutMs: 300, rankRetryMs: 200, rankConnectTimeoutMs: 500, dataPlaneAnnounceIntervalMs: 200 },
+      settings: { rankQueueCapacity: 3, rankRequestTimeoutMs: 1500, rankRetryMs: 200, rankConnectTimeoutMs: 500, dataPlaneAnnounceIntervalMs: 200 },
     });
     await waitFor('both ranks serving', async () => (await Promise.all(pair.nodes.map(rankStatus))).every((s) => s.serving), 12_000);
   }, 30_000);
@@ -204,7 +205,7 @@ describe('a rank that cannot serve', () => {
     await pair?.stop();
   });
 
-  test('keeps its queue, answers 504 past the deadline and 429 when the queue is full', async () => {
+  test('keeps its queue, answers 504 past the deadline, 429 when full, 503 when stopping', async () => {
     const [survivor, dead] = pair.nodes as [InprocNode, InprocNode];
     expect((await infer(survivor, { input: [1, 2] })).status).toBe(200);
     // One of two cannot remove the other (no majority), so the survivor keeps its rank and
@@ -220,9 +221,18 @@ describe('a rank that cannot serve', () => {
     expect(status.rank).not.toBeNull();
     expect(status.queueLength).toBe(2);
     expect(status.requests.timedOut).toBe(2);
-    const full = await infer(survivor, { input: [5] });
+    const waiting = infer(survivor, { id: 'c', input: [5] });
+    await waitFor('the third request to be queued', async () => (await rankStatus(survivor)).queueLength === 3, 1000);
+    const full = await infer(survivor, { input: [6] });
     expect(full.status).toBe(429);
     expect(full.headers.get('retry-after')).toBe('1');
-    expect((await rankStatus(survivor)).queueLength).toBe(2);
+    expect((await rankStatus(survivor)).queueLength).toBe(3);
+    // Stopping the node answers the request still waiting at once, not at its deadline.
+    const stopStarted = performance.now();
+    await pair.kill(survivor);
+    expect(performance.now() - stopStarted).toBeLessThan(1500);
+    const stopped = await waiting;
+    expect(stopped.status).toBe(503);
+    expect(((await stopped.json()) as { error: { message: string } }).error.message).toContain('stopping');
   });
 });
