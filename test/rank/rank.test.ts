@@ -3,7 +3,7 @@
 // bad input (400, nothing queued) and rankless requests (409), ignore forged data-plane claims,
 // rebuild an aborted communicator in the same view, serve the next epoch after a rank dies, and
 // a rank that cannot serve keeps its queue, answering 504 past the deadline, 429 when full and
-// 503 to waiting requests when the node stops.
+// 503 to waiting requests when the node stops; a rank still warming up answers 503, then serves.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import type { EngineRequest } from '../../node/engine/engine.ts';
@@ -235,4 +235,33 @@ describe('a rank that cannot serve', () => {
     expect(stopped.status).toBe(503);
     expect(((await stopped.json()) as { error: { message: string } }).error.message).toContain('stopping');
   });
+});
+
+describe('a rank still warming up', () => {
+  let solo: InprocMesh;
+
+  afterAll(async () => {
+    await solo?.stop();
+  });
+
+  test('answers 503 with its warm-up progress, then serves alone with the single-rank outputs', async () => {
+    solo = await InprocMesh.start({ nodes: 1, settings: { engineWarmUpMs: 1500 } });
+    const node = solo.nodes[0]!;
+    await waitFor('the one-node view', () => solo.view(node) !== null, 5000);
+    const res = await infer(node, { input: [1, 2, 3] });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(((await res.json()) as { error: { message: string } }).error.message).toContain('warming up');
+    const warming = await rankStatus(node);
+    expect(warming.rank).toBe(0);
+    expect(warming.serving).toBe(false);
+    expect(warming.warmUp.fraction).toBeLessThan(1);
+    expect(warming.requests.accepted).toBe(0);
+    await waitFor('the rank to serve', async () => (await rankStatus(node)).serving, 10_000);
+    expect((await rankStatus(node)).warmUp).toEqual({ phase: 'ready', fraction: 1 });
+    const reqs = requests(4, 'solo', 2);
+    const want = await singleRankOutputs(reqs);
+    const answers = await Promise.all(reqs.map(async (req) => (await (await infer(node, req)).json()) as InferResult));
+    expect(new Map(answers.map((a) => [a.id, a.output]))).toEqual(want);
+  }, 20_000);
 });
