@@ -130,23 +130,25 @@ export class RankHost {
   async start(): Promise<void> {
     if (this.state.code !== 'stopped') throw new Error(`cannot start a rank host that is ${this.state.code}`);
     const { meshId, self, settings, log } = this.options;
-    this.plane = await CpuDataPlane.listen({
+    const plane = await CpuDataPlane.listen({
       meshId,
       meshKey: dataPlaneKey(this.options.swarmKey, meshId),
       hostname: this.options.host,
       port: settings.dataPlanePort,
     });
+    this.plane = plane;
+    this.state = { code: 'started' };
     this.directory = new DataPlaneDirectory({
       transport: this.options.transport,
-      self: { ...self, host: this.plane.hostname, port: this.plane.port },
+      self: { ...self, host: plane.hostname, port: plane.port },
       announceIntervalMs: settings.dataPlaneAnnounceIntervalMs,
       log,
       onClaim: (claim) => this.onPeerBuild(claim.build),
     });
     this.directory.start();
-    log.info({ dataPlane: `${this.plane.hostname}:${this.plane.port}` }, 'data plane listening');
+    log.info({ dataPlane: `${plane.hostname}:${plane.port}` }, 'data plane listening');
     // Warm up for the rank held now, if any; the first step re-places experts for the real mask.
-    const meshRank = Math.max(0, this.targetOf(this.options.driver.core.view())?.meshRank ?? 0);
+    const meshRank = this.targetOf(this.options.driver.core.view())?.meshRank ?? 0;
     const engine = createReferenceEngine({
       model: { seed: settings.engineModelSeed },
       meshRank,
@@ -154,7 +156,6 @@ export class RankHost {
       warmUpMs: settings.engineWarmUpMs,
     });
     this.engine = engine;
-    this.state = { code: 'started' };
     this.options.driver.on('view', this.onView);
     this.options.driver.on('closed', this.onView);
     const startedMs = performance.now();
@@ -193,7 +194,7 @@ export class RankHost {
     this.directory?.stop();
     const engine = this.engine;
     // The warm-up cannot be cancelled: tear down once it has ended rather than wait for it.
-    void this.warming?.then(() => engine?.teardown());
+    void this.warming?.then(() => engine?.teardown()).catch((err: Error) => this.options.log.warn({ err }, 'engine teardown failed'));
     await this.plane?.close();
     this.plane = undefined;
     this.state = { code: 'stopped' };
