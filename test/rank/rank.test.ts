@@ -3,7 +3,8 @@
 // bad input (400, nothing queued) and rankless requests (409), ignore forged data-plane claims,
 // rebuild an aborted communicator in the same view, serve the next epoch after a rank dies, and
 // a rank that cannot serve keeps its queue, answering 504 past the deadline, 429 when full and
-// 503 to waiting requests when the node stops; a rank still warming up answers 503, then serves.
+// 503 to waiting requests when the node stops; a rank still warming up answers 503, then serves;
+// a restarted node takes its rank back and serves the same outputs.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import type { EngineRequest } from '../../node/engine/engine.ts';
@@ -264,4 +265,34 @@ describe('a rank still warming up', () => {
     const answers = await Promise.all(reqs.map(async (req) => (await (await infer(node, req)).json()) as InferResult));
     expect(new Map(answers.map((a) => [a.id, a.output]))).toEqual(want);
   }, 20_000);
+});
+
+describe('a restarted node', () => {
+  let trio: InprocMesh;
+
+  afterAll(async () => {
+    await trio?.stop();
+  });
+
+  test('warms up alone, takes its rank back in a new epoch and serves the single-rank outputs', async () => {
+    trio = await InprocMesh.start({ nodes: 3, settings: { dataPlaneAnnounceIntervalMs: 200, rankRetryMs: 200, rankConnectTimeoutMs: 3000 } });
+    await waitFor('three ranks serving', async () => (await Promise.all(trio.nodes.map(rankStatus))).every((s) => s.serving), 12_000);
+    const first = (await rankStatus(trio.nodes[1]!)).epoch!;
+    await trio.kill(trio.nodes[1]!);
+    // Same data directory, so the same identity: a new incarnation of a known peer.
+    const back = await trio.startNode(1, trio.nodes[0]!.runtime.transport.addresses());
+    await waitFor(
+      'the restarted node serving with the others in a later epoch',
+      async () => {
+        const all = await Promise.all(trio.live().map(rankStatus));
+        return all.length === 3 && all.every((s) => s.serving && s.epoch === all[0]!.epoch && s.epoch! > first);
+      },
+      15_000,
+    );
+    expect((await rankStatus(back)).rank).not.toBeNull();
+    const reqs = requests(9, 'rejoined', 4);
+    const want = await singleRankOutputs(reqs);
+    const answers = await Promise.all(reqs.map(async (req, i) => (await (await infer(trio.live()[i % 3]!, req)).json()) as InferResult));
+    expect(new Map(answers.map((a) => [a.id, a.output]))).toEqual(want);
+  }, 30_000);
 });
