@@ -125,7 +125,7 @@ describe('ranks in real nodes', () => {
     expect(status.requests.accepted).toBe(0);
   });
 
-  test('a data-plane claim signed by another peer is ignored', async () => {
+  test('a data-plane claim signed by another peer, or malformed, is ignored', async () => {
     const victim = ranked[0]!;
     const victimInc = mesh.view(victim)!.ranks[0]!;
     expect(victimInc.peerId).toBe(victim.peerId);
@@ -136,6 +136,12 @@ describe('ranks in real nodes', () => {
     await spare.runtime.transport.publish(DATAPLANE_CHANNEL, new TextEncoder().encode(JSON.stringify(forged)));
     await waitFor('the forged claim to arrive and be ignored', () => ranked[1]!.runtime.rank.addresses.ignored['wrong-signer'] > before, 5000);
     expect(ranked[1]!.runtime.rank.addresses.lookup(victimInc)).toEqual(real!);
+    // Malformed claims are counted and dropped too.
+    const malformedBefore = ranked[1]!.runtime.rank.addresses.ignored.malformed;
+    for (const text of ['not json', JSON.stringify({ ...forged, peerId: spare.peerId, port: 70_000 })]) {
+      await spare.runtime.transport.publish(DATAPLANE_CHANNEL, new TextEncoder().encode(text));
+    }
+    await waitFor('both malformed claims to be ignored', () => ranked[1]!.runtime.rank.addresses.ignored.malformed >= malformedBefore + 2, 5000);
   });
 
   test('an aborted communicator is rebuilt in the same view, on a new attempt, and serves', async () => {
