@@ -52,6 +52,11 @@ export class Membership {
   readonly peers = new Map<string, PeerInfo>();
   /** Peers probed directly, with the tick by which the result must arrive. */
   private readonly probes = new Map<string, number>();
+  /**
+   * Probes started on outside evidence (suspectNow) rather than silence. Invariant: a subset
+   * of `probes`' keys. Recent hearing does not cancel them: the probe itself decides.
+   */
+  private readonly evidenceProbes = new Set<string>();
   /** This node's reports in the current epoch, by incarnation key. */
   private readonly myReports = new Map<string, Incarnation>();
   private reportsGrew = false;
@@ -117,6 +122,7 @@ export class Membership {
   resetEpoch(now: number): void {
     this.myReports.clear();
     this.probes.clear();
+    this.evidenceProbes.clear();
     this.probedOkTick.clear();
     this.epochStartTick = now;
     for (const info of this.peers.values()) info.reports = [];
@@ -187,9 +193,11 @@ export class Membership {
       const silentSince = Math.max(lastHeard, this.epochStartTick);
       const deadline = this.probes.get(inc.peerId);
       if (deadline !== undefined) {
-        if (now - silentSince <= this.config.suspectTicks) this.probes.delete(inc.peerId);
+        const evidence = this.evidenceProbes.has(inc.peerId);
+        if (now - silentSince <= this.config.suspectTicks && !evidence) this.probes.delete(inc.peerId);
         else if (now >= deadline) {
           this.probes.delete(inc.peerId);
+          this.evidenceProbes.delete(inc.peerId);
           this.report(inc);
         }
         continue;
@@ -202,10 +210,26 @@ export class Membership {
     return toProbe;
   }
 
+  /**
+   * Outside evidence that `peer` may be gone (the transport saw its last connection close):
+   * probe it now instead of waiting out suspectTicks of silence. Returns whether a probe is
+   * due. Evidence alone never reports a peer — only a failed or unanswered probe does, so a
+   * dropped connection to a live peer costs one probe and nothing else.
+   */
+  suspectNow(view: View, peer: string, now: number): boolean {
+    if (this.probes.has(peer)) return false;
+    const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
+    if (!inc || this.myReports.has(incarnationKey(inc))) return false;
+    this.probes.set(peer, now + this.config.probeTimeoutTicks);
+    this.evidenceProbes.add(peer);
+    return true;
+  }
+
   /** The result of a direct probe this node asked for. */
   probeResult(view: View, peer: string, ok: boolean, now: number): void {
     if (!this.probes.has(peer)) return;
     this.probes.delete(peer);
+    this.evidenceProbes.delete(peer);
     const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
     if (!inc) return;
     if (ok) {
@@ -270,6 +294,9 @@ export class Membership {
     interface Candidate { peerId: string; bootId: string; ready: boolean; rememberedRank: number }
     const outsiders: Candidate[] = [];
     const consider = (c: Candidate & { heardSinceTick: number }) => {
+      // Never re-admit an incarnation in the change that removes it: a peer reported on a
+      // failed probe may still look recently heard, and remove + admit would be a no-op view.
+      if (remove.some((r) => r.peerId === c.peerId && r.bootId === c.bootId)) return;
       if (ranksAfter.some((h) => h?.peerId === c.peerId)) return;
       if (sparesAfter.some((s) => s.peerId === c.peerId)) return;
       if (now - c.heardSinceTick < this.admitTicks(c)) return;

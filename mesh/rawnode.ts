@@ -205,6 +205,17 @@ export class RawNode {
   }
 
   /** The result of a probe this node asked for with a {kind: 'probe'} action. */
+  /**
+   * The driver lost its last connection to `peer`. If the peer is recorded in the view and
+   * this node watches it (an active member), it is probed now instead of after suspectTicks
+   * of silence; the probe's result decides as usual.
+   */
+  peerDisconnected(peer: string): void {
+    const view = this.currentView;
+    if (!view || !this.agreement?.acceptors.has(this.config.self) || peer === this.config.self) return;
+    if (this.membership.suspectNow(view, peer, this.now)) this.actions.push({ kind: 'probe', peer });
+  }
+
   probeResult(peer: string, ok: boolean): void {
     if (!this.currentView) return;
     this.membership.probeResult(this.currentView, peer, ok, this.now);

@@ -30,7 +30,9 @@ export interface SimNode {
 
 type Event =
   | { kind: 'msg'; from: string; to: string; msg: Message }
-  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean };
+  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean }
+  /** The node's transport saw its connection to `peer` close (evidence, not proof). */
+  | { kind: 'disconnect'; node: string; bootId: string; peer: string };
 
 export interface ClusterOptions {
   meshId: string;
@@ -87,9 +89,22 @@ export class SimCluster {
     this.drain(n);
   }
 
-  /** Kills a node's process: in-flight messages to it are lost; its stored state stays. */
-  crash(peerId: string): void {
+  /** In-flight messages to a crashed node are lost; its stored state stays. */
+  /**
+   * Kills a node. 'process': the process dies and its host's kernel closes its sockets, so
+   * every live peer's transport sees the disconnect at once. 'host': the host loses power or
+   * hangs, and its peers learn nothing until its silence and a failed probe tell them.
+   */
+  crash(peerId: string, how: 'process' | 'host' = 'process'): void {
     this.node(peerId).core = null;
+    if (how === 'process') for (const other of this.liveNodes()) this.disconnect(other.peerId, peerId);
+  }
+
+  /** `node`'s transport sees its connection to `peer` close a few steps from now. */
+  disconnect(node: string, peer: string): void {
+    const n = this.node(node);
+    if (!n.core) return;
+    this.schedule(this.step + this.opts.prng.int(1, 3), { kind: 'disconnect', node, bootId: n.bootId, peer });
   }
 
   alive(peerId: string): boolean {
@@ -143,6 +158,12 @@ export class SimCluster {
   }
 
   private deliver(ev: Event): void {
+    if (ev.kind === 'disconnect') {
+      const n = this.node(ev.node);
+      if (!n.core || n.bootId !== ev.bootId) return;
+      n.core.peerDisconnected(ev.peer);
+      return this.drain(n);
+    }
     if (ev.kind === 'probe') {
       const n = this.node(ev.node);
       if (!n.core || n.bootId !== ev.bootId) return;

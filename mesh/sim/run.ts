@@ -211,16 +211,22 @@ function injectFault(
     heals.set(at, prev ? () => { prev(); fn(); } : fn);
   };
   const restartAt = (p: string, at: number) => restarts.set(at, [...(restarts.get(at) ?? []), p]);
-  const kind = prng.pick(['crash', 'crash', 'crash2', 'split', 'isolate', 'oneway', 'flap', 'restartFast'] as const);
+  const kind = prng.pick(['crash', 'crash', 'crash2', 'split', 'isolate', 'oneway', 'flap', 'restartFast', 'disconnect'] as const);
+  // A cut link closes the connections across it, as the runtime's partition hook does.
+  const cutBoth = (a: string, b: string) => {
+    cluster.disconnect(a, b);
+    cluster.disconnect(b, a);
+  };
   const live = cluster.liveNodes().map((n) => n.peerId);
   if (live.length === 0) return;
   switch (kind) {
     case 'crash':
     case 'restartFast': {
       const p = prng.pick(live);
-      cluster.crash(p);
+      const how = prng.pick(['process', 'host'] as const);
+      cluster.crash(p, how);
       const down = kind === 'restartFast' ? prng.int(1, 5) : prng.int(10, 150);
-      log(`tick ${t}: crash ${p}, restart in ${down}`);
+      log(`tick ${t}: crash ${p} (${how}), restart in ${down}`);
       restartAt(p, t + down);
       return;
     }
@@ -240,6 +246,7 @@ function injectFault(
       const minority = shuffled.slice(0, cut);
       const majority = shuffled.slice(cut);
       net.split(minority, majority);
+      for (const a of minority) for (const b of majority) cutBoth(a, b);
       const dur = prng.int(10, 120);
       log(`tick ${t}: split ${minority.join(' ')} | rest for ${dur}`);
       later(dur, () => {
@@ -251,6 +258,7 @@ function injectFault(
       const p = prng.pick(peers);
       const rest = peers.filter((x) => x !== p);
       net.split([p], rest);
+      for (const b of rest) cutBoth(p, b);
       const dur = prng.int(10, 120);
       log(`tick ${t}: isolate ${p} for ${dur}`);
       later(dur, () => {
@@ -276,10 +284,20 @@ function injectFault(
       log(`tick ${t}: flap link ${a}-${b} every ${period} ticks, ${flips} times`);
       for (let i = 0; i < flips; i++) {
         later(i * period + 1, () => {
-          if (i % 2 === 0) { net.block(a, b); net.block(b, a); } else { net.unblock(a, b); net.unblock(b, a); }
+          if (i % 2 === 0) { net.block(a, b); net.block(b, a); cutBoth(a, b); } else { net.unblock(a, b); net.unblock(b, a); }
         });
       }
       later(flips * period + 1, () => { net.unblock(a, b); net.unblock(b, a); });
+      return;
+    }
+    case 'disconnect': {
+      // A connection drops between two live, reachable peers: each probes the other, the
+      // probe answers, and nobody may be removed for it.
+      if (live.length < 2) return;
+      const a = prng.pick(live);
+      const b = prng.pick(live.filter((x) => x !== a));
+      log(`tick ${t}: connection ${a}-${b} drops (both alive)`);
+      cutBoth(a, b);
       return;
     }
   }

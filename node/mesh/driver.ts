@@ -50,6 +50,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0, suspicions: 0, probeFailures: 0 };
   private state: DriverStatus = { code: 'stopped' };
   private unsubscribe: (() => void) | undefined;
+  private offPeer: (() => void) | undefined;
   private handlerRegistered = false;
   private draining = false;
 
@@ -67,6 +68,13 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     if (this.state.code === 'started') return;
     const { transport } = this.options;
     this.unsubscribe = transport.subscribe(CORE_CHANNEL, (from, bytes) => this.receive(from, bytes, 'gossip'));
+    // A closed connection is evidence, not proof: the core probes the peer at once instead of
+    // waiting for suspectMs of silence (a crashed process's sockets close immediately).
+    this.offPeer = transport.onPeer((event) => {
+      if (event.type !== 'disconnect' || this.state.code !== 'started') return;
+      this.core.peerDisconnected(event.peerId);
+      this.drain();
+    });
     if (!this.handlerRegistered) {
       await transport.handle(CORE_CHANNEL, (from, bytes) => {
         this.receive(from, bytes, 'direct');
@@ -87,6 +95,8 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     this.state = { code: 'stopped' };
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.offPeer?.();
+    this.offPeer = undefined;
   }
 
   private onTick(): void {

@@ -157,7 +157,8 @@ describe('agreement paths', () => {
       if (msg.body.type === 'prepare') proposers.add(from);
       return msg;
     };
-    f.cluster.crash('p3');
+    // A host crash (no sockets closed): the survivors notice by silence, all on the same tick.
+    f.cluster.crash('p3', 'host');
     // With 4 acceptors the fast quorum is 4: the three survivors must fall back to classic rounds.
     expect(settle(f)).toBeGreaterThanOrEqual(0);
     expect(proposers.size).toBeGreaterThanOrEqual(2);
@@ -197,5 +198,33 @@ describe('agreement paths', () => {
     f.cluster.runTicks(20);
     expect(f.cluster.node('p3').core!.phase()).toBe('closed');
     expect(viewOf(f, 'p3')).toEqual(viewOf(f, 'p0'));
+  });
+});
+
+describe('connection-loss evidence', () => {
+  test('a dropped connection between two live members is probed and evicts nobody', () => {
+    const f = formed(5, 51);
+    const before = viewOf(f, 'p0');
+    for (let i = 0; i < 10; i++) {
+      f.cluster.disconnect('p1', 'p2');
+      f.cluster.disconnect('p2', 'p1');
+      f.cluster.runTicks(10);
+    }
+    for (const p of f.peers) expect(viewOf(f, p)).toEqual(before);
+  });
+
+  test('a killed process (sockets closed) is removed sooner than a host that went silent', () => {
+    const ticksToRemove = (how: 'process' | 'host'): number => {
+      const f = formed(5, 52);
+      f.cluster.crash('p4', how);
+      const used = f.cluster.runUntil(() => ['p0', 'p1', 'p2', 'p3'].every((p) => viewOf(f, p).ranks[4] === null), LIVENESS_TICKS_MAX);
+      expect(used).toBeGreaterThanOrEqual(0);
+      return used;
+    };
+    const processTicks = ticksToRemove('process');
+    const hostTicks = ticksToRemove('host');
+    // Silence costs at least suspectTicks (6 by default) before the first probe; a closed
+    // connection starts the probe at once.
+    expect(processTicks).toBeLessThan(hostTicks);
   });
 });
