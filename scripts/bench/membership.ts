@@ -44,7 +44,16 @@ for (const n of list(opts.sizes)) {
       const seen = await Promise.all(survivors.map((s) => cluster.waitForLog(s, committed(epoch + 1), 60_000, marks.get(s))));
       const detectS = (Math.max(...seen.map((r) => r.time)) - killedAtMs) / 1000;
       trials.push(detectS);
-      process.stderr.write(`  N=${n} trial ${t + 1}: every survivor without ${victim.name} after ${detectS.toFixed(3)} s\n`);
+      // Where the time went, at the survivors: first suspicion, first failed probe, commit.
+      const firstAfter = (msg: string): number => {
+        const times = survivors.flatMap((s) => s.logs.slice(marks.get(s)).filter((r) => r.msg === msg && r.peer === victim.peerId).map((r) => r.time));
+        return times.length === 0 ? NaN : Math.min(...times) - killedAtMs;
+      };
+      const firstCommitMs = Math.min(...seen.map((r) => r.time)) - killedAtMs;
+      process.stderr.write(
+        `  N=${n} trial ${t + 1}: every survivor without ${victim.name} after ${detectS.toFixed(3)} s ` +
+          `(first suspicion ${firstAfter('peer suspected; probing it directly')} ms, first failed probe ${firstAfter('probe failed')} ms, first commit ${firstCommitMs} ms)\n`,
+      );
       epoch += 1;
       // Bring it back: the restarted incarnation is admitted in the next view.
       await restartAndRejoin(cluster, victim, epoch + 1);
