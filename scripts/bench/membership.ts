@@ -1,7 +1,7 @@
 // Membership benchmark. Three measurements, each on real nodes:
-//  1. failure detection: kill -9 one node of N separate node processes and time until every
-//     survivor has committed the view without it (by the survivors' own log timestamps);
-//     the node is restarted between trials and rejoins.
+//  1. failure detection: kill -9 (or SIGSTOP: a silent hang) one node of N separate node
+//     processes and time until every survivor has committed the view without it (by the
+//     survivors' own log timestamps); the node is restarted between trials and rejoins.
 //  2. false suspicions: N node processes idle for a while beside a CPU hog that keeps both
 //     cores busy; every suspicion and every view change counts as false (nobody failed).
 //  3. first-view formation for many in-process nodes (one process, one event loop).
@@ -24,7 +24,7 @@ const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
 const detectTargetS = 1.0;
 const committed = (epoch: number) => (r: LogRecord) => r.msg === 'view committed' && r.epoch === epoch;
 
-interface DetectRow { nodes: number; trials: number[] }
+interface DetectRow { nodes: number; mode: 'kill' | 'hang'; trials: number[] }
 const detectRows: DetectRow[] = [];
 
 for (const n of list(opts.sizes)) {
@@ -33,33 +33,38 @@ for (const n of list(opts.sizes)) {
   try {
     await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 120_000)));
     let epoch = 1;
-    const trials: number[] = [];
-    for (let t = 0; t < Number(opts.trials); t++) {
-      const victim = cluster.nodes[(t * 7 + 1) % n]!;
-      const survivors = cluster.nodes.filter((x) => x !== victim);
-      const marks = new Map(survivors.map((s) => [s, s.logs.length]));
-      const killedAtMs = Date.now();
-      victim.process.kill('SIGKILL');
-      await victim.process.exited;
-      const seen = await Promise.all(survivors.map((s) => cluster.waitForLog(s, committed(epoch + 1), 60_000, marks.get(s))));
-      const detectS = (Math.max(...seen.map((r) => r.time)) - killedAtMs) / 1000;
-      trials.push(detectS);
-      // Where the time went, at the survivors: first suspicion, first failed probe, commit.
-      const firstAfter = (msg: string): number => {
-        const times = survivors.flatMap((s) => s.logs.slice(marks.get(s)).filter((r) => r.msg === msg && r.peer === victim.peerId).map((r) => r.time));
-        return times.length === 0 ? NaN : Math.min(...times) - killedAtMs;
-      };
-      const firstCommitMs = Math.min(...seen.map((r) => r.time)) - killedAtMs;
-      process.stderr.write(
-        `  N=${n} trial ${t + 1}: every survivor without ${victim.name} after ${detectS.toFixed(3)} s ` +
-          `(first suspicion ${firstAfter('peer suspected; probing it directly')} ms, first failed probe ${firstAfter('probe failed')} ms, first commit ${firstCommitMs} ms)\n`,
-      );
-      epoch += 1;
-      // Bring it back: the restarted incarnation is admitted in the next view.
-      await restartAndRejoin(cluster, victim, epoch + 1);
-      epoch += 1;
+    // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
+    // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
+    for (const mode of ['kill', 'hang'] as const) {
+      const trials: number[] = [];
+      for (let t = 0; t < Number(opts.trials); t++) {
+        const victim = cluster.nodes[(t * 7 + 1) % n]!;
+        const survivors = cluster.nodes.filter((x) => x !== victim);
+        const marks = new Map(survivors.map((s) => [s, s.logs.length]));
+        const killedAtMs = Date.now();
+        victim.process.kill(mode === 'kill' ? 'SIGKILL' : 'SIGSTOP');
+        const seen = await Promise.all(survivors.map((s) => cluster.waitForLog(s, committed(epoch + 1), 60_000, marks.get(s))));
+        const detectS = (Math.max(...seen.map((r) => r.time)) - killedAtMs) / 1000;
+        trials.push(detectS);
+        // Where the time went, at the survivors: first suspicion, first failed probe, commit.
+        const firstAfter = (msg: string): number => {
+          const times = survivors.flatMap((s) => s.logs.slice(marks.get(s)).filter((r) => r.msg === msg && r.peer === victim.peerId).map((r) => r.time));
+          return times.length === 0 ? NaN : Math.min(...times) - killedAtMs;
+        };
+        const firstCommitMs = Math.min(...seen.map((r) => r.time)) - killedAtMs;
+        process.stderr.write(
+          `  N=${n} ${mode} ${t + 1}: every survivor without ${victim.name} after ${detectS.toFixed(3)} s ` +
+            `(first suspicion ${firstAfter('peer suspected; probing it directly')} ms, first failed probe ${firstAfter('probe failed')} ms, first commit ${firstCommitMs} ms)\n`,
+        );
+        epoch += 1;
+        victim.process.kill('SIGKILL');
+        await victim.process.exited;
+        // Bring it back: the restarted incarnation is admitted in the next view.
+        await restartAndRejoin(cluster, victim, epoch + 1);
+        epoch += 1;
+      }
+      detectRows.push({ nodes: n, mode, trials });
     }
-    detectRows.push({ nodes: n, trials });
   } finally {
     await cluster.stop();
   }
@@ -133,11 +138,12 @@ const median = (xs: number[]): number => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-console.log('\nfailure detection (kill -9 → every survivor committed the view without it)');
-console.log('| nodes | trials | p50 s | max s | memberlist LAN default | torchft heartbeat timeout |');
-console.log('|---|---|---|---|---|---|');
+console.log('\nfailure detection (fault → every survivor committed the view without the node)');
+console.log('| nodes | fault | trials | p50 s | max s | memberlist LAN default | torchft heartbeat timeout |');
+console.log('|---|---|---|---|---|---|---|');
 for (const row of detectRows) {
-  console.log(`| ${row.nodes} | ${row.trials.length} | ${median(row.trials).toFixed(3)} | ${Math.max(...row.trials).toFixed(3)} | ~5 s or more | 5 s |`);
+  const fault = row.mode === 'kill' ? 'kill -9 (sockets close)' : 'SIGSTOP (silent hang)';
+  console.log(`| ${row.nodes} | ${fault} | ${row.trials.length} | ${median(row.trials).toFixed(3)} | ${Math.max(...row.trials).toFixed(3)} | ~5 s or more | 5 s |`);
 }
 if (hogRow) {
   console.log(`\nfalse suspicions beside a CPU hog (2 busy loops on 2 cores)`);
@@ -154,7 +160,7 @@ if (formRows.length > 0) {
 console.log('');
 for (const row of detectRows) {
   const p50 = median(row.trials);
-  console.log(`bench membership: ${p50.toFixed(3)} s p50 failure detection at N=${row.nodes} (target <= ${detectTargetS}) ${p50 <= detectTargetS ? 'ok' : 'short'}`);
+  console.log(`bench membership: ${p50.toFixed(3)} s p50 failure detection (${row.mode}) at N=${row.nodes} (target <= ${detectTargetS}) ${p50 <= detectTargetS ? 'ok' : 'short'}`);
 }
 if (hogRow) {
   const falseEvents = hogRow.suspicions + hogRow.viewChanges;
