@@ -28,8 +28,17 @@ export interface EngineLoopOptions {
   readonly queueCapacity?: number;
   /** Requests per step, at most. Default 32. */
   readonly batchRequestsMax?: number;
-  /** With no work anywhere, wait this long (or until work arrives here) before asking again. Default 5. */
+  /**
+   * With no work anywhere, wait this long (or until work arrives here) before asking again;
+   * each further idle iteration doubles the wait up to idleWaitMaxMs. Default 2.
+   */
   readonly idleWaitMs?: number;
+  /**
+   * Longest idle wait. Every idle iteration is an all-reduce across all ranks, so a short
+   * wait keeps latency low and a long one keeps an idle mesh cheap (Megatron sleeps 20 ms).
+   * Work arriving at this rank ends its wait at once; peers join within this bound. Default 20.
+   */
+  readonly idleWaitMaxMs?: number;
   /** Deadline of the per-iteration all-reduce. Default 10000. */
   readonly collectiveDeadlineMs?: number;
   /** Why a request cannot run (checked on submit), or null. E.g. ReferenceEngine.validateRequest. */
@@ -95,6 +104,9 @@ export class EngineLoop {
   private readonly queueCapacity: number;
   private readonly batchRequestsMax: number;
   private readonly idleWaitMs: number;
+  private readonly idleWaitMaxMs: number;
+  /** Idle iterations in a row; the idle wait doubles with each. */
+  private idleStreak = 0;
   private readonly deadlineMs: number;
   private readonly options: EngineLoopOptions;
   private status_: EngineLoopStatus = { code: 'stopped' };
@@ -110,7 +122,8 @@ export class EngineLoop {
     this.comm = options.comm;
     this.queueCapacity = options.queueCapacity ?? 1024;
     this.batchRequestsMax = options.batchRequestsMax ?? 32;
-    this.idleWaitMs = options.idleWaitMs ?? 5;
+    this.idleWaitMs = options.idleWaitMs ?? 2;
+    this.idleWaitMaxMs = Math.max(this.idleWaitMs, options.idleWaitMaxMs ?? 20);
     this.deadlineMs = options.collectiveDeadlineMs ?? 10_000;
   }
 
@@ -202,10 +215,13 @@ export class EngineLoop {
     const hasWork = this.queue.length > 0 ? 1 : 0;
     const anyWork = await comm.allReduce(new Int32Array([hasWork]), 'max', { deadlineMs: this.deadlineMs });
     if (anyWork[0] === 0) {
-      await this.idleWait();
+      // Every rank sees the same sequence of maxima, so their idle waits grow in step.
+      this.idleStreak += 1;
+      await this.idleWait(Math.min(this.idleWaitMaxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1)));
       this.report('idle', started, 0, 0);
       return;
     }
+    this.idleStreak = 0;
     if (!hasWork) {
       await this.engine.dummyStep(comm);
       this.report('dummy', started, 0, 0);
@@ -237,7 +253,7 @@ export class EngineLoop {
     this.report('step', started, batch.length, tokens);
   }
 
-  private idleWait(): Promise<void> {
+  private idleWait(waitMs: number): Promise<void> {
     if (this.queue.length > 0 || this.stopRequested) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
@@ -245,7 +261,7 @@ export class EngineLoop {
         this.wake = null;
         resolve();
       };
-      const timer = setTimeout(done, this.idleWaitMs);
+      const timer = setTimeout(done, waitMs);
       this.wake = done;
     });
   }
