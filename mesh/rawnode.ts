@@ -14,8 +14,26 @@
  *   closed   — the mesh is closed; nothing changes any more.
  */
 import { Agreement, type AcceptorState, freshAcceptor } from './agreement.ts';
+import { BarrierError, type BarrierInfo, type BarrierResult, Barriers } from './barrier.ts';
 import { type CoreConfig, ConfigError, type ResolvedConfig, resolveConfig } from './config.ts';
 import { Formation, type FormCandidate, type FormState, formDigest } from './forming.ts';
+import {
+  type Command,
+  type CommandKind,
+  type CommandOutcome,
+  CONTROL_APPLIED_MAX,
+  CONTROL_COMMANDS_MAX,
+  type LifecycleState,
+  allowedCommands,
+  applyCommand,
+  compareCommandIds,
+  decodeControl,
+  encodeControl,
+  isCommandKind,
+  isLifecycleState,
+  isTransient,
+  resolveRound,
+} from './lifecycle.ts';
 import { type Liveness, Membership } from './membership.ts';
 import { Prng } from './prng.ts';
 import {
@@ -24,6 +42,7 @@ import {
   type View,
   activeMask,
   applyChange,
+  rankOfPeer,
   changeKey,
   firstView,
   isEmptyChange,
@@ -31,9 +50,80 @@ import {
   viewDigest,
   viewProblem,
 } from './view.ts';
-import { type Body, type Message, type Role, WIRE_VERSION } from './wire.ts';
+import { type Body, type HeartbeatLifecycle, LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX, type Message, type Role, WIRE_VERSION } from './wire.ts';
 
 export type { CoreConfig } from './config.ts';
+export { BarrierError } from './barrier.ts';
+export type { BarrierInfo, BarrierResult } from './barrier.ts';
+export type { CommandKind, LifecycleState } from './lifecycle.ts';
+
+/** The name of the barrier that carries control rounds; arrive() refuses it. */
+export const CONTROL_BARRIER = 'control';
+/** A command not applied this many ticks after this node first saw it is forgotten. */
+export const COMMAND_TTL_TICKS = 600;
+/** Commands one node holds unapplied at most; more are refused. */
+export const PENDING_COMMANDS_MAX = 64;
+/** Applied command ids a node remembers (so a late copy is not applied twice). */
+const APPLIED_IDS_MAX = 512;
+/** Lifecycle transitions lifecycle() reports. */
+const TRANSITIONS_KEPT = 32;
+
+/** Bad input to command(): an unknown kind or a malformed id. Nothing changed. */
+export class LifecycleError extends Error {
+  override name = 'LifecycleError';
+}
+
+/** The agreed lifecycle as this node stores it. */
+export interface PersistedLifecycle {
+  readonly generation: number;
+  readonly state: LifecycleState;
+  /** Counts agreed state changes within the generation. */
+  readonly version: number;
+}
+
+/** How this node's lifecycle state last changed. */
+export type LifecycleVia =
+  /** A control round applied a command. */
+  | 'command'
+  /** A control round saw every rank done with the transient state. */
+  | 'complete'
+  /** A control round brought this rank up to the newest version another rank held. */
+  | 'sync'
+  /** Learned from a member's heartbeat (this node holds no rank). */
+  | 'heard'
+  /** The mesh closed (STOPPED). */
+  | 'closed'
+  /** A new generation starts RUNNING. */
+  | 'generation'
+  /** Restored from storage at start. */
+  | 'restore';
+
+export interface LifecycleTransition {
+  readonly state: LifecycleState;
+  readonly version: number;
+  readonly generation: number;
+  readonly epoch: number;
+  readonly tick: number;
+  readonly via: LifecycleVia;
+}
+
+/** What lifecycle() reports (the GET /v1/lifecycle body, less timings the driver adds). */
+export interface LifecycleInfo {
+  readonly generation: number;
+  readonly epoch: number;
+  readonly state: LifecycleState;
+  readonly version: number;
+  /** Commands legal in this state. */
+  readonly allowed: readonly CommandKind[];
+  /** The state waits for every rank's local part. */
+  readonly transient: boolean;
+  /** This node reported its local part of the transient state done. */
+  readonly localDone: boolean;
+  /** Commands seen and not yet applied, in application order. */
+  readonly pending: readonly Command[];
+  /** The last transitions, oldest first. */
+  readonly transitions: readonly LifecycleTransition[];
+}
 
 /** Everything the node must find again after a restart. */
 export interface PersistentState {
@@ -48,6 +138,8 @@ export interface PersistentState {
   readonly acceptor: AcceptorState | null;
   /** Formation progress while there is no view. */
   readonly form: FormState | null;
+  /** The agreed lifecycle; absent in state stored before lifecycles existed (RUNNING). */
+  readonly lifecycle?: PersistedLifecycle | null;
 }
 
 export type Outbound = { kind: 'gossip'; msg: Message } | { kind: 'direct'; to: string; msg: Message };
@@ -58,7 +150,18 @@ export type Action =
   /** A new view was committed (or learned by catch-up). */
   | { kind: 'viewCommitted'; view: View }
   /** The mesh is closed: spares and outsiders exit 0; members stop after a grace period. */
-  | { kind: 'closed'; view: View };
+  | { kind: 'closed'; view: View }
+  /**
+   * This node's lifecycle state changed. Entering PAUSING, SUSPENDING, RESUMING or STOPPING
+   * (on a rank), the driver starts the local work and calls localDone(state) when it is done.
+   */
+  | { kind: 'lifecycle'; state: LifecycleState; previous: LifecycleState; version: number; generation: number; epoch: number; via: LifecycleVia }
+  /** A barrier completed here: payloads[i] is the arrival of ranks[i]. Name 'control' is the core's own. */
+  | ({ kind: 'barrierComplete' } & BarrierResult)
+  /** A view change aborted a barrier still open here; re-run it in the new epoch with a fresh seq. */
+  | { kind: 'barrierAborted'; generation: number; epoch: number; name: string; seq: number }
+  /** A control round at this rank dropped an illegal command (identically at every rank). */
+  | { kind: 'commandDropped'; id: string; command: CommandKind; state: LifecycleState; allowed: readonly CommandKind[]; reason: string };
 
 export interface Ready {
   /** Write durably BEFORE sending `messages` (null: nothing changed). */
@@ -120,6 +223,7 @@ export class RawNode {
   private readyFlag = false;
   private closeRequested = false;
   private readonly heartbeatPhase: number;
+  private commandCounter = 0;
   private ownChangeKey = '';
   private ownChangeSinceTick = 0;
   private lastFormSendTick = -Infinity;
@@ -128,6 +232,26 @@ export class RawNode {
   private readonly staleSinceTick = new Map<string, number>();
   private readonly lastPushTick = new Map<string, number>();
   readonly counters: Counters = { stale: 0, future: 0, rejected: {} };
+
+  // Barriers and the lifecycle.
+  /** Barriers of the current epoch; set exactly while this incarnation holds a rank of an open view. */
+  private barrierSet: Barriers | null = null;
+  /** Invariant: lc.generation === this.generation. */
+  private lc: PersistedLifecycle;
+  /** The lifecycle was learned as a rank through control rounds (not from hearsay or disk). */
+  private lcTrusted = false;
+  /** The version whose transient state this node's local part finished (-1: none). */
+  private lcDoneVersion = -1;
+  private readonly lcTransitions: LifecycleTransition[] = [];
+  /** Commands seen and not applied: id → command, first tick seen, whether issued here, last send. */
+  private readonly pendingCommands = new Map<string, { command: Command; firstTick: number; own: boolean; lastSentTick: number }>();
+  /** Command ids seen applied or dropped (bounded, oldest forgotten first). */
+  private readonly appliedIds = new Set<string>();
+  private recentApplied: string[] = [];
+  /** The last control round this node arrived at in this epoch (0: none yet). */
+  private controlSeq = 0;
+  /** What this node's last control payload said, so it starts a new round only with news. */
+  private lastControlKey = '';
 
   // Output of the current batch; handed out by ready().
   /** Invariant: set whenever state that PersistentState holds changed since the last ready(). */
@@ -147,6 +271,7 @@ export class RawNode {
     this.heartbeatPhase = this.prng.int(0, this.config.heartbeatTicks - 1);
     this.rememberedRank = restored?.rememberedRank ?? -1;
     const view = restored?.view ?? null;
+    this.lc = { generation: 0, state: 'RUNNING', version: 0 };
     if (view && !view.closed) {
       this.generation = view.generation;
       this.setView(view);
@@ -160,6 +285,10 @@ export class RawNode {
       const form = restored?.form;
       this.formation = new Formation(this.config, form && form.generation === this.generation ? form : { generation: this.generation, round: 0, vote: null });
     }
+    const stored = restored?.lifecycle;
+    const usable = !!stored && stored.generation === this.generation && isLifecycleState(stored.state) && Number.isInteger(stored.version) && stored.version >= 0;
+    this.setLifecycle(usable ? stored.state : 'RUNNING', usable ? stored.version : 0, 'restore');
+    if (view && !view.closed) this.barrierSet = this.newBarriers(view);
     this.dirty = true;
   }
 
@@ -171,12 +300,16 @@ export class RawNode {
     if (this.now % this.config.heartbeatTicks === this.heartbeatPhase) this.gossip(this.heartbeat());
     switch (this.phase()) {
       case 'forming':
-        return this.tickForming();
+        this.tickForming();
+        break;
       case 'closed':
         return;
       default:
-        return this.tickActive();
+        this.tickActive();
     }
+    this.tickCommands();
+    this.barrierSet?.tick(this.now);
+    this.pumpControl();
   }
 
   /** A decoded message; `from` is the sender's PeerId as the transport authenticated it. */
@@ -201,7 +334,8 @@ export class RawNode {
     }
     this.staleSinceTick.delete(from);
     if (this.phase() === 'forming') return this.stepForming(from, msg);
-    return this.stepActive(from, msg);
+    this.stepActive(from, msg);
+    this.pumpControl();
   }
 
   /** The result of a probe this node asked for with a {kind: 'probe'} action. */
@@ -230,6 +364,55 @@ export class RawNode {
   /** Propose closing the mesh; the close commits as a view change like any other. */
   requestClose(): void {
     this.closeRequested = true;
+  }
+
+  /**
+   * This rank arrives at barrier `name` of the current epoch with `payload` (≤ 1024 UTF-8
+   * bytes); `seq` defaults to one past the last seq this node arrived at for `name` in this
+   * epoch. Returns the seq. The result comes as a {kind: 'barrierComplete'} action; a view
+   * change first aborts it ({kind: 'barrierAborted'}). Throws BarrierError (and changes
+   * nothing) when this node holds no rank, on a bad name, payload or seq, on a second
+   * arrival, or for the reserved name 'control'.
+   */
+  arrive(name: string, payload: string, seq?: number): number {
+    if (name === CONTROL_BARRIER) throw new BarrierError(`barrier name '${CONTROL_BARRIER}' is reserved for control rounds`);
+    const barriers = this.barrierSet;
+    if (!barriers) throw new BarrierError(`only a rank of an open view can arrive at a barrier (this node is ${this.phase()})`);
+    const s = seq ?? barriers.nextSeq(name);
+    barriers.arrive(name, s, payload, this.now);
+    return s;
+  }
+
+  /**
+   * Issues a lifecycle command at this node (member, spare, outsider or forming). It spreads
+   * by gossip and is applied by the ranks in a control round; illegal commands are dropped
+   * there identically. `id` must be unique in the mesh (1..64 of A-Z a-z 0-9 . _ : + = -);
+   * by default the core makes one from this incarnation's bootId and a counter. Returns the
+   * id. Throws LifecycleError on an unknown kind or a bad id (nothing changes). Issuing an id
+   * already seen changes nothing. The caller waits for lifecycle() to reach its target.
+   */
+  command(kind: CommandKind, id?: string): string {
+    if (!isCommandKind(kind)) throw new LifecycleError(`unknown command ${JSON.stringify(kind)} (one of PAUSE, UNPAUSE, SUSPEND, RESUME, STOP)`);
+    const cid = id ?? `${this.config.bootId}.${++this.commandCounter}`;
+    if (!/^[A-Za-z0-9._:+=-]{1,64}$/.test(cid)) throw new LifecycleError(`command id must be 1..64 characters of A-Z a-z 0-9 . _ : + = -, got ${JSON.stringify(cid)}`);
+    if (this.appliedIds.has(cid) || this.pendingCommands.has(cid)) return cid;
+    if (this.pendingCommands.size >= PENDING_COMMANDS_MAX) throw new LifecycleError(`${PENDING_COMMANDS_MAX} commands are already waiting to be applied`);
+    this.pendingCommands.set(cid, { command: { kind, id: cid }, firstTick: this.now, own: true, lastSentTick: this.now });
+    this.gossip({ type: 'cmd', kind, id: cid });
+    this.pumpControl();
+    return cid;
+  }
+
+  /**
+   * The driver finished this node's local part of transient state `state` (drained for
+   * PAUSING, offloaded for SUSPENDING, reloaded for RESUMING, torn down for STOPPING). Returns
+   * false, changing nothing, when `state` is not the current state (the lifecycle moved on).
+   */
+  localDone(state: LifecycleState): boolean {
+    if (state !== this.lc.state || !isTransient(state)) return false;
+    this.lcDoneVersion = this.lc.version;
+    this.pumpControl();
+    return true;
   }
 
   // ---- outputs ----
@@ -317,6 +500,31 @@ export class RawNode {
     };
   }
 
+  /** The agreed lifecycle as this node holds it. */
+  lifecycle(): LifecycleInfo {
+    return {
+      generation: this.lc.generation,
+      epoch: this.currentView?.epoch ?? 0,
+      state: this.lc.state,
+      version: this.lc.version,
+      allowed: allowedCommands(this.lc.state),
+      transient: isTransient(this.lc.state),
+      localDone: isTransient(this.lc.state) && this.lcDoneVersion === this.lc.version,
+      pending: this.sortedPending(),
+      transitions: [...this.lcTransitions],
+    };
+  }
+
+  /** Whether `kind` is legal in this node's current state, and if not why (for a 409). */
+  checkCommand(kind: CommandKind): CommandOutcome {
+    return applyCommand(this.lc.state, kind);
+  }
+
+  /** Barriers of the current epoch at this node, open ones first (empty without a rank). */
+  barriers(): BarrierInfo[] {
+    return this.barrierSet?.list() ?? [];
+  }
+
   /** Whether a view change is under way (votes seen or a change proposed, not yet decided). */
   pendingChange(): boolean {
     return !!this.agreement?.pending();
@@ -382,8 +590,10 @@ export class RawNode {
     if (this.currentView?.closed) this.closedView = this.currentView;
     this.currentView = null;
     this.agreement = null;
+    this.abortBarriers();
     this.generation = generation;
     this.formation = new Formation(this.config, { generation, round: 0, vote: null });
+    this.setLifecycle('RUNNING', 0, 'generation');
     this.dirty = true;
   }
 
@@ -430,7 +640,15 @@ export class RawNode {
     switch (body.type) {
       case 'hb':
         if (body.digest !== this.currentDigest) this.reject('heartbeat with another view of this epoch');
+        else if (body.lc) this.heardLifecycle(from, view, body.lc);
         return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
+      case 'arrive': {
+        if (!this.barrierSet) return this.reject('barrier arrival at a node without a rank');
+        const refused = this.barrierSet.onArrive(from, body.name, body.seq, body.payload, this.now);
+        return refused ? this.reject(refused) : undefined;
+      }
+      case 'cmd':
+        return this.heardCommand({ kind: body.kind, id: body.id });
       case 'vote':
         return agreement.onVote(from, body.ballot, body.change, this.now);
       case 'prepare':
@@ -501,8 +719,12 @@ export class RawNode {
 
   private install(view: View): void {
     if (this.currentView) this.membership.noteRemovals(this.currentView, view);
+    this.abortBarriers();
     this.setView(view);
-    this.generation = view.generation;
+    if (view.generation !== this.generation || this.lc.generation !== view.generation) {
+      this.generation = view.generation;
+      this.setLifecycle('RUNNING', 0, 'generation');
+    }
     this.formation = null;
     const rank = this.rank();
     if (rank >= 0) this.rememberedRank = rank;
@@ -511,7 +733,145 @@ export class RawNode {
     this.ownChangeKey = '';
     this.dirty = true;
     this.actions.push({ kind: 'viewCommitted', view });
-    if (view.closed) this.actions.push({ kind: 'closed', view });
+    if (view.closed) {
+      this.setLifecycle('STOPPED', this.lc.version, 'closed');
+      this.actions.push({ kind: 'closed', view });
+    } else {
+      this.barrierSet = this.newBarriers(view);
+    }
+    // Only ranks propose commands: a node without a rank keeps just those it issued itself.
+    if (!this.barrierSet) for (const [id, p] of this.pendingCommands) if (!p.own) this.pendingCommands.delete(id);
+  }
+
+  // ---- barriers and the lifecycle ----
+
+  /** Barriers for `view` when this incarnation holds a rank in it, else null. */
+  private newBarriers(view: View): Barriers | null {
+    const rank = this.rank();
+    if (rank < 0 || view.closed) return null;
+    this.controlSeq = 0;
+    this.lastControlKey = '';
+    return new Barriers(view, rank, this.config.retransmitTicks, {
+      gossip: (name, seq, payload) => this.gossip({ type: 'arrive', name, seq, payload }),
+      direct: (to, name, seq, payload) => this.direct(to, { type: 'arrive', name, seq, payload }),
+      completed: (result) => this.barrierCompleted(result),
+    });
+  }
+
+  private abortBarriers(): void {
+    const barriers = this.barrierSet;
+    if (!barriers) return;
+    for (const b of barriers.open()) this.actions.push({ kind: 'barrierAborted', generation: barriers.view.generation, epoch: barriers.view.epoch, name: b.name, seq: b.seq });
+    this.barrierSet = null;
+  }
+
+  private barrierCompleted(result: BarrierResult): void {
+    this.actions.push({ kind: 'barrierComplete', ...result });
+    if (result.name === CONTROL_BARRIER) this.controlRoundDone(result);
+  }
+
+  /**
+   * Arrives at the next control round when there is news for it (commands not yet
+   * proposed, the local part of a transient state finished), when another rank started it,
+   * or when the epoch has had none yet (the first round of an epoch synchronises the ranks'
+   * lifecycles). The previous round must have completed here first.
+   */
+  private pumpControl(): void {
+    const barriers = this.barrierSet;
+    if (!barriers || this.lc.state === 'STOPPED') return;
+    if (this.controlSeq > 0 && !barriers.completed(CONTROL_BARRIER, this.controlSeq)) return;
+    const next = this.controlSeq + 1;
+    const done = isTransient(this.lc.state) && this.lcDoneVersion === this.lc.version;
+    const commands = this.sortedPending().slice(0, CONTROL_COMMANDS_MAX);
+    const key = `${this.lc.version}|${done ? 1 : 0}|${commands.map((c) => c.id).join(',')}`;
+    const news = key !== this.lastControlKey && (done || commands.length > 0);
+    if (!(this.controlSeq === 0 || news || barriers.started(CONTROL_BARRIER, next))) return;
+    this.controlSeq = next;
+    this.lastControlKey = key;
+    const applied = this.recentApplied.slice(-CONTROL_APPLIED_MAX);
+    barriers.arrive(CONTROL_BARRIER, next, encodeControl({ version: this.lc.version, state: this.lc.state, trusted: this.lcTrusted, done, commands, applied }), this.now);
+  }
+
+  private controlRoundDone(result: BarrierResult): void {
+    const payloads = result.payloads.map(decodeControl);
+    for (const p of payloads) for (const id of p?.applied ?? []) this.markApplied(id);
+    const res = resolveRound(payloads);
+    this.lcTrusted = true;
+    if (res.kind === 'sync') {
+      if (res.version !== this.lc.version || res.state !== this.lc.state) this.setLifecycle(res.state, res.version, 'sync');
+      return;
+    }
+    for (const c of res.applied) this.markApplied(c.id);
+    for (const d of res.dropped) {
+      this.markApplied(d.command.id);
+      this.actions.push({ kind: 'commandDropped', id: d.command.id, command: d.command.kind, state: this.lc.state, allowed: d.allowed, reason: d.reason });
+    }
+    for (const c of res.carried) this.heardCommand(c);
+    if (res.close) this.closeRequested = true;
+    if (res.via !== 'none') this.setLifecycle(res.state, res.version, res.via);
+  }
+
+  private setLifecycle(state: LifecycleState, version: number, via: LifecycleVia): void {
+    const previous = this.lc.state;
+    this.lc = { generation: this.generation, state, version };
+    this.dirty = true;
+    if (via === 'generation' || via === 'heard' || via === 'restore') this.lcTrusted = false;
+    const epoch = this.currentView?.epoch ?? 0;
+    this.lcTransitions.push({ state, version, generation: this.generation, epoch, tick: this.now, via });
+    if (this.lcTransitions.length > TRANSITIONS_KEPT) this.lcTransitions.shift();
+    this.actions.push({ kind: 'lifecycle', state, previous, version, generation: this.generation, epoch, via });
+  }
+
+  /**
+   * A member's heartbeat of this epoch: its applied command ids are applied here too, and a
+   * node without a rank adopts a member's lifecycle when it is newer (or, at one version,
+   * different: a member's value beats what this node restored or heard earlier).
+   */
+  private heardLifecycle(from: string, view: View, lc: HeartbeatLifecycle): void {
+    if (rankOfPeer(view, from) < 0) return;
+    for (const id of lc.applied) this.markApplied(id);
+    if (this.barrierSet || this.lc.state === 'STOPPED') return;
+    if (lc.version > this.lc.version || (lc.version === this.lc.version && lc.state !== this.lc.state)) {
+      if (lc.state === 'STOPPED') return;
+      this.setLifecycle(lc.state, lc.version, 'heard');
+    }
+  }
+
+  /** A command heard from a peer or carried by a round: kept only at a rank, which proposes it. */
+  private heardCommand(command: Command): void {
+    if (!this.barrierSet || this.appliedIds.has(command.id) || this.pendingCommands.has(command.id)) return;
+    if (this.pendingCommands.size >= PENDING_COMMANDS_MAX) return this.reject('too many pending commands');
+    this.pendingCommands.set(command.id, { command, firstTick: this.now, own: false, lastSentTick: this.now });
+  }
+
+  private markApplied(id: string): void {
+    this.pendingCommands.delete(id);
+    if (this.appliedIds.has(id)) return;
+    this.appliedIds.add(id);
+    if (this.appliedIds.size > APPLIED_IDS_MAX) {
+      const oldest = this.appliedIds.values().next().value;
+      if (oldest !== undefined) this.appliedIds.delete(oldest);
+    }
+    this.recentApplied.push(id);
+    if (this.recentApplied.length > LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX) this.recentApplied.shift();
+  }
+
+  /** Re-sends this node's own commands until applied; forgets any command after COMMAND_TTL_TICKS. */
+  private tickCommands(): void {
+    for (const [id, p] of this.pendingCommands) {
+      if (this.now - p.firstTick >= COMMAND_TTL_TICKS) {
+        this.pendingCommands.delete(id);
+        continue;
+      }
+      if (p.own && this.now - p.lastSentTick >= this.config.retransmitTicks) {
+        p.lastSentTick = this.now;
+        this.gossip({ type: 'cmd', kind: p.command.kind, id });
+      }
+    }
+  }
+
+  private sortedPending(): Command[] {
+    return [...this.pendingCommands.values()].map((p) => p.command).sort((a, b) => compareCommandIds(a.id, b.id));
   }
 
   private setView(view: View): void {
@@ -550,7 +910,8 @@ export class RawNode {
   private heartbeat(): Body {
     const view = this.currentView;
     const f = this.heartbeatFields();
-    return { type: 'hb', ...f, digest: view ? this.currentDigest : 0 };
+    const lc = { state: this.lc.state, version: this.lc.version, applied: [...this.recentApplied] };
+    return { type: 'hb', ...f, digest: view ? this.currentDigest : 0, lc };
   }
 
   private envelope(body: Body): Message {
@@ -577,6 +938,7 @@ export class RawNode {
       rememberedRank: this.rememberedRank,
       acceptor: this.agreement?.acceptorState() ?? null,
       form: this.formation?.state ?? null,
+      lifecycle: this.lc,
     };
   }
 }

@@ -8,6 +8,8 @@
  * range and type and rejects with a reason, so nothing malformed ever reaches the core.
  */
 import { z } from 'zod';
+import { BARRIER_PAYLOAD_BYTES_MAX } from './barrier.ts';
+import { COMMAND_KINDS, LIFECYCLE_STATES } from './lifecycle.ts';
 
 export const WIRE_VERSION = 1;
 /** Largest encoded message accepted (a full view of 1024 ranks fits with room to spare). */
@@ -16,6 +18,8 @@ export const WORLD_SIZE_MAX = 1024;
 /** Ballots are round × BALLOT_RANK_SPAN + proposer rank; round 0 is the fast round. */
 export const BALLOT_RANK_SPAN = WORLD_SIZE_MAX;
 const LIST_MAX = 1024;
+/** Applied command ids a heartbeat carries at most. */
+export const LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX = 8;
 const U31 = 2 ** 31 - 1;
 
 const id = (maxChars: number) =>
@@ -51,6 +55,16 @@ const viewSchema = z
   .refine((v) => v.ranks.length === v.worldSize, 'ranks must have worldSize entries');
 
 const roleSchema = z.enum(['forming', 'member', 'spare', 'outsider']);
+const lifecycleStateSchema = z.enum(LIFECYCLE_STATES);
+const commandKindSchema = z.enum(COMMAND_KINDS);
+
+/** The agreed lifecycle as a node holds it, carried in heartbeats so non-ranks learn it. */
+const lifecycleSchema = z.strictObject({
+  state: lifecycleStateSchema,
+  version: count,
+  /** The last command ids this node saw applied (or dropped) in control rounds. */
+  applied: z.array(id(64)).max(LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX).readonly(),
+});
 
 const bodySchema = z.discriminatedUnion('type', [
   /** Gossip, every heartbeat interval: liveness, state and this node's reports. */
@@ -63,6 +77,8 @@ const bodySchema = z.discriminatedUnion('type', [
     digest: z.int().min(0).max(2 ** 32 - 1),
     reports: z.array(incarnationSchema).max(LIST_MAX).readonly(),
     closeRequested: z.boolean(),
+    /** The sender's lifecycle; optional so that heartbeats without it still decode. */
+    lc: lifecycleSchema.optional(),
   }),
   /** Gossip while forming: this node's acceptance (or pass, value null) in a formation round. */
   z.strictObject({
@@ -88,6 +104,15 @@ const bodySchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('accept'), ballot: count, change: changeSchema }),
   /** Gossip: the change agreed in this epoch; applying it gives the view of epoch + 1. */
   z.strictObject({ type: z.literal('decide'), change: changeSchema }),
+  /** Gossip (direct when answering a peer still announcing): a rank's arrival at a barrier of the envelope's epoch. */
+  z.strictObject({
+    type: z.literal('arrive'),
+    name: id(64),
+    seq: z.int().min(1).max(U31),
+    payload: z.string().max(BARRIER_PAYLOAD_BYTES_MAX),
+  }),
+  /** Gossip, re-sent by its issuer until applied: a lifecycle command issued at any node. */
+  z.strictObject({ type: z.literal('cmd'), kind: commandKindSchema, id: id(64) }),
   /** Direct: ask the receiver for its committed view (catch-up). */
   z.strictObject({ type: z.literal('viewReq') }),
   /** Direct: a committed view. */
@@ -105,6 +130,7 @@ const envelopeSchema = z.strictObject({
 export type Message = z.infer<typeof envelopeSchema>;
 export type Body = Message['body'];
 export type Role = z.infer<typeof roleSchema>;
+export type HeartbeatLifecycle = z.infer<typeof lifecycleSchema>;
 
 export type DecodeResult = { ok: true; msg: Message } | { ok: false; reason: string };
 

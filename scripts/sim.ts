@@ -20,7 +20,7 @@ const [sizeMin, sizeMax] = parseRange(opts.size);
 if (opts.seed !== undefined) {
   const seed = Number(opts.seed);
   const r = runSeed({ seed, sizeMin, sizeMax, wire: opts.wire, log: (line) => console.log(line) });
-  console.log(r.ok ? `seed ${seed}: ok (${r.commits} commits, converged ${r.convergeTicks} ticks after faults)` : `seed ${seed}: FAIL ${r.failure}`);
+  console.log(r.ok ? `seed ${seed}: ok (${r.commits} commits, converged ${r.convergeTicks} ticks after faults, ${r.commands} commands, ${r.lifecycleSteps} lifecycle steps, lifecycle ${r.lifecycleTicks} ticks)` : `seed ${seed}: FAIL ${r.failure}`);
   process.exit(r.ok ? 0 : 1);
 }
 
@@ -30,10 +30,16 @@ console.log(`seeds ${from}..${from + count - 1}, sizes ${sizeMin}-${sizeMax}`);
 const started = performance.now();
 let failures = 0;
 let worstConverge = 0;
+let worstLifecycle = 0;
+let commands = 0;
+let steps = 0;
 for (let i = 0; i < count; i++) {
   const seed = from + i;
   const r = runSeed({ seed, sizeMin, sizeMax, wire: opts.wire });
   worstConverge = Math.max(worstConverge, r.convergeTicks);
+  worstLifecycle = Math.max(worstLifecycle, r.lifecycleTicks);
+  commands += r.commands;
+  steps += r.lifecycleSteps;
   if (!r.ok) {
     failures++;
     console.log(`FAIL seed ${seed} (${r.size} nodes, worldSize ${r.worldSize}): ${r.failure}`);
@@ -41,7 +47,7 @@ for (let i = 0; i < count; i++) {
   }
   if ((i + 1) % 1000 === 0) console.log(`${i + 1}/${count} seeds, ${failures} failed, ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
-console.log(`${count} seeds, ${failures} failed, slowest convergence ${worstConverge} ticks, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+console.log(`${count} seeds, ${failures} failed, slowest convergence ${worstConverge} ticks, ${commands} commands issued, ${steps} lifecycle steps, slowest lifecycle settle/command ${worstLifecycle} ticks, ${((performance.now() - started) / 1000).toFixed(1)} s`);
 process.exit(failures > 0 ? 1 : 0);
 
 function parseRange(text: string): [number, number] {

@@ -11,11 +11,23 @@
  *  - mask consistency: the active-rank mask is exactly the held ranks, in rank order, and
  *    its hex encoding round-trips;
  *  - no rank held by two incarnations: within a view no peer appears twice, and no two live
- *    processes ever claim the same rank of the same (generation, epoch).
+ *    processes ever claim the same rank of the same (generation, epoch);
+ *  - barriers: no two nodes complete one barrier (generation, epoch, name, seq) with different
+ *    results, a result lists exactly the mask's ranks, and each payload is what that rank's
+ *    holder sent — so none completes before every rank of the mask arrived; a rank never
+ *    arrives twice with different payloads;
+ *  - lifecycle: every rank of an epoch passes through the same states — within one
+ *    (generation, epoch) a lifecycle version means one state at every node — and each step a
+ *    node takes by itself (a command or a completion) is legal and advances the version by one;
+ *    STOPPED only with a closed view;
+ *  - drain: the first node to reach PAUSED for a version finds no in-flight work on any live
+ *    rank of its mask (PAUSED only after an iteration where no rank had work).
  */
 import { fastQuorum, quorumSize } from '../quorum.ts';
 import { formDigest } from '../forming.ts';
-import type { PersistentState } from '../rawnode.ts';
+import type { BarrierResult } from '../barrier.ts';
+import { isLegalStep } from '../lifecycle.ts';
+import type { Action, PersistentState } from '../rawnode.ts';
 import type { Message } from '../wire.ts';
 import {
   type Change,
@@ -52,6 +64,18 @@ export class Checkers {
   private readonly maskChecked = new WeakMap<View, string>();
   commits = 0;
   checks = 0;
+  /** Arrivals sent, by `${generation}:${epoch}:${name}#${seq}` → peerId → payload. */
+  private readonly arrivals = new Map<string, Map<string, string>>();
+  /** First result of each completed barrier, by the same key. */
+  private readonly barrierResults = new Map<string, string>();
+  barrierCompletions = 0;
+  /** Lifecycle state of each version, by `${generation}:${epoch}` → version. */
+  private readonly lcByEpoch = new Map<string, Map<number, string>>();
+  /** Each incarnation's last lifecycle record: `${peer}/${boot}` → generation, version, state. */
+  private readonly lcLast = new Map<string, { generation: number; version: number; state: string }>();
+  /** Versions whose PAUSED was already checked for drain: `${generation}:${version}`. */
+  private readonly pausedChecked = new Set<string>();
+  lifecycleSteps = 0;
 
   /**
    * A node sends `msg` after persisting `stored`. Votes and formation acceptances count
@@ -60,7 +84,14 @@ export class Checkers {
    */
   onSend(peerId: string, stored: PersistentState | undefined, msg: Message): void {
     const body = msg.body;
-    if (body.type === 'vote') {
+    if (body.type === 'arrive') {
+      const key = `${msg.generation}:${msg.epoch}:${body.name}#${body.seq}`;
+      let byPeer = this.arrivals.get(key);
+      if (!byPeer) this.arrivals.set(key, (byPeer = new Map()));
+      const prev = byPeer.get(peerId);
+      if (prev !== undefined && prev !== body.payload) throw new SafetyViolation(`barrier: ${peerId} arrived at ${key} twice with different payloads`);
+      byPeer.set(peerId, body.payload);
+    } else if (body.type === 'vote') {
       const acc = stored?.acceptor;
       const superseded = !!stored?.view && compare(stored.view.generation, stored.view.epoch, msg.generation, msg.epoch) > 0;
       const backed = !!acc && acc.generation === msg.generation && acc.epoch === msg.epoch && acc.votedBallot >= body.ballot && acc.promised >= body.ballot;
@@ -142,6 +173,72 @@ export class Checkers {
     const decoded = RankMask.fromHex(view.worldSize, maskHex).toArray();
     if (decoded.length !== held.length || decoded.some((r, i) => r !== held[i])) throw new SafetyViolation(`mask: ${maskHex} does not iterate as ranks ${held.join(',')}`);
     this.maskChecked.set(view, maskHex);
+  }
+
+  /** A node completed a barrier. */
+  onBarrierComplete(peerId: string, result: BarrierResult): void {
+    this.checks++;
+    this.barrierCompletions++;
+    const key = `${result.generation}:${result.epoch}:${result.name}#${result.seq}`;
+    const text = JSON.stringify([result.ranks, result.payloads]);
+    const known = this.barrierResults.get(key);
+    if (known !== undefined && known !== text) throw new SafetyViolation(`barrier: ${peerId} completed ${key} with ${text}, another node with ${known}`);
+    const view = this.views.get(`${result.generation}:${result.epoch}`);
+    if (!view) throw new SafetyViolation(`barrier: ${peerId} completed ${key} in an epoch never committed`);
+    const mask = activeMask(view).toArray();
+    if (mask.length !== result.ranks.length || mask.some((r, i) => r !== result.ranks[i])) throw new SafetyViolation(`barrier: ${peerId} completed ${key} over ranks ${result.ranks.join(',')}, the mask is ${mask.join(',')}`);
+    const sent = this.arrivals.get(key);
+    result.ranks.forEach((r, i) => {
+      const holder = view.ranks[r]!.peerId;
+      const payload = sent?.get(holder);
+      if (payload === undefined) throw new SafetyViolation(`barrier: ${peerId} completed ${key} but rank ${r} (${holder}) never arrived`);
+      if (payload !== result.payloads[i]) throw new SafetyViolation(`barrier: ${peerId} completed ${key} with a payload rank ${r} did not send`);
+    });
+    this.barrierResults.set(key, text);
+  }
+
+  /** A node's lifecycle changed. */
+  onLifecycle(peerId: string, bootId: string, a: Extract<Action, { kind: 'lifecycle' }>): void {
+    this.checks++;
+    const inc = `${peerId}/${bootId}`;
+    const last = this.lcLast.get(inc);
+    this.lcLast.set(inc, { generation: a.generation, version: a.version, state: a.state });
+    if (a.state === 'STOPPED') {
+      if (a.via !== 'closed') throw new SafetyViolation(`lifecycle: ${inc} reached STOPPED by ${a.via}, not by a closed view`);
+      const view = this.views.get(`${a.generation}:${a.epoch}`);
+      if (!view?.closed) throw new SafetyViolation(`lifecycle: ${inc} reached STOPPED in ${a.generation}:${a.epoch}, which is not a committed closed view`);
+      return;
+    }
+    if (a.via !== 'command' && a.via !== 'complete' && a.via !== 'sync') return;
+    if (!last || last.generation !== a.generation) throw new SafetyViolation(`lifecycle: ${inc} took a ${a.via} step in generation ${a.generation} with no earlier state of it`);
+    if (a.via === 'sync') {
+      if (a.version < last.version) throw new SafetyViolation(`lifecycle: ${inc} synchronised back from version ${last.version} to ${a.version}`);
+    } else {
+      if (a.version !== last.version + 1) throw new SafetyViolation(`lifecycle: ${inc} stepped from version ${last.version} to ${a.version}`);
+      if (!isLegalStep(last.state as never, a.state)) throw new SafetyViolation(`lifecycle: ${inc} stepped ${last.state} → ${a.state}, not a legal ${a.via}`);
+      this.lifecycleSteps++;
+    }
+    const epochKey = `${a.generation}:${a.epoch}`;
+    let byVersion = this.lcByEpoch.get(epochKey);
+    if (!byVersion) this.lcByEpoch.set(epochKey, (byVersion = new Map()));
+    const known = byVersion.get(a.version);
+    if (known !== undefined && known !== a.state) throw new SafetyViolation(`lifecycle: in ${epochKey} ${inc} holds version ${a.version} as ${a.state}, another rank as ${known}`);
+    byVersion.set(a.version, a.state);
+  }
+
+  /**
+   * A node completed PAUSING into PAUSED. The first to do so for a version must find no
+   * in-flight work on any live holder of its mask's ranks (`inflight(rank)`: null when the
+   * holder is dead or a newer incarnation runs).
+   */
+  onPaused(peerId: string, a: Extract<Action, { kind: 'lifecycle' }>, view: View, inflight: (rank: number) => number | null): void {
+    const key = `${a.generation}:${a.version}`;
+    if (this.pausedChecked.has(key)) return;
+    this.pausedChecked.add(key);
+    for (const r of activeMask(view)) {
+      const n = inflight(r);
+      if (n !== null && n > 0) throw new SafetyViolation(`drain: ${peerId} reached PAUSED (version ${a.version}) while rank ${r} still had ${n} request(s) in flight`);
+    }
   }
 
   /** The committed view with the highest (generation, epoch), if any. */

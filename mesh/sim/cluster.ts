@@ -4,6 +4,12 @@
  * probe results, persist its ready() state before sending — and can crash and restart
  * nodes (a restart is a new bootId with the same identity and the last persisted state).
  * Every persisted state, commit and rank claim goes to the checkers.
+ *
+ * Each node also runs a tiny simulated engine: work arrives at ranks and is queued; while
+ * RUNNING it starts and finishes over a few ticks; in PAUSING no new work starts, in-flight
+ * work finishes, and the node reports drained once it has none and — standing in for the
+ * engine's max all-reduce — every rank of its mask is PAUSING with none either. SUSPENDING,
+ * RESUMING and STOPPING finish their local part after a few ticks.
  */
 import { type CoreConfig, RawNode, type PersistentState } from '../rawnode.ts';
 import type { Prng } from '../prng.ts';
@@ -26,6 +32,29 @@ export interface SimNode {
   nextTickStep: number;
   /** Tick of its own clock at which this incarnation announces ready; -1: never by itself. */
   readyAtTick: number;
+  /** The simulated engine of this incarnation (a restart starts a fresh one). */
+  engine: SimEngine;
+}
+
+export interface SimEngine {
+  /** Accepted requests not started yet (they wait through a pause). */
+  queued: number;
+  /** Remaining ticks of each started request. */
+  inflight: number[];
+  finished: number;
+  /** The lifecycle version whose local work (offload, reload, teardown) is under way, and when it ends. */
+  taskVersion: number;
+  taskDoneTick: number;
+}
+
+/**
+ * When a PAUSING node's engine reports drained. The default stands in for the engine's max
+ * all-reduce: no in-flight work here, and every rank of the mask is PAUSING with none.
+ */
+export type DrainRule = (node: SimNode, cluster: SimCluster) => boolean;
+
+function freshEngine(): SimEngine {
+  return { queued: 0, inflight: [], finished: 0, taskVersion: -1, taskDoneTick: 0 };
 }
 
 type Event =
@@ -49,6 +78,10 @@ export interface ClusterOptions {
   makeCore?: (config: CoreConfig, restored: PersistentState | undefined) => RawNode;
   /** Injected driver fault: storage that silently drops every write. */
   forgetfulStorage?: boolean;
+  /** Chance per tick that a request arrives at a rank's engine (0: no engine load). */
+  workRate?: number;
+  /** Replaces the drain rule (tests pass a broken one to prove the checkers). */
+  drainRule?: DrainRule;
 }
 
 export class SimCluster {
@@ -66,7 +99,7 @@ export class SimCluster {
     this.order = [...opts.peers];
     for (const peerId of opts.peers) {
       const tickSteps = STEPS_PER_TICK + opts.prng.int(0, opts.skewSteps ?? 0);
-      this.nodes.set(peerId, { peerId, core: null, bootId: '', boots: 0, stored: undefined, tickSteps, nextTickStep: 0, readyAtTick: 0 });
+      this.nodes.set(peerId, { peerId, core: null, bootId: '', boots: 0, stored: undefined, tickSteps, nextTickStep: 0, readyAtTick: 0, engine: freshEngine() });
     }
   }
 
@@ -85,6 +118,7 @@ export class SimCluster {
     const config: CoreConfig = { meshId: this.opts.meshId, self: peerId, bootId: n.bootId, worldSize: this.opts.worldSize, seed: this.opts.prng.nextU32(), ...this.opts.timing };
     n.core = this.opts.makeCore ? this.opts.makeCore(config, n.stored) : new RawNode(config, n.stored);
     n.readyAtTick = readyAfterTicks;
+    n.engine = freshEngine();
     n.nextTickStep = this.step + this.opts.prng.int(1, n.tickSteps);
     this.drain(n);
   }
@@ -131,6 +165,8 @@ export class SimCluster {
         n.core.tick();
         if (n.readyAtTick >= 0 && n.core.currentTick() >= n.readyAtTick) n.core.markReady();
         this.drain(n);
+        this.stepEngine(n);
+        this.drain(n);
       }
     }
   }
@@ -155,6 +191,67 @@ export class SimCluster {
 
   views(): (View | null)[] {
     return this.liveNodes().map((n) => n.core!.view());
+  }
+
+  /** The live process holding `rank` of `view` with the incarnation the view records, if any. */
+  holderOf(view: View, rank: number): SimNode | null {
+    const h = view.ranks[rank];
+    if (!h) return null;
+    const n = this.nodes.get(h.peerId);
+    return n?.core && n.bootId === h.bootId ? n : null;
+  }
+
+  /** The default drain rule: the max all-reduce of "has work or is not pausing" over the mask is 0. */
+  static allRanksDrained: DrainRule = (node, cluster) => {
+    const view = node.core?.view();
+    if (!view) return false;
+    for (let r = 0; r < view.ranks.length; r++) {
+      if (!view.ranks[r]) continue;
+      const h = cluster.holderOf(view, r);
+      // A dead rank never answers the collective: the drain waits for the view change.
+      if (!h?.core) return false;
+      const hv = h.core.view();
+      if (!hv || hv.generation !== view.generation || hv.epoch !== view.epoch) return false;
+      if (h.core.lifecycle().state !== 'PAUSING' || h.engine.inflight.length > 0) return false;
+    }
+    return true;
+  };
+
+  /** One engine iteration of node `n`, after its core's tick. */
+  private stepEngine(n: SimNode): void {
+    const core = n.core;
+    if (!core) return;
+    const e = n.engine;
+    const lc = core.lifecycle();
+    const now = core.currentTick();
+    const workRate = this.opts.workRate ?? 0;
+    if (core.rank() < 0) {
+      // Without a rank the engine serves nothing: its requests go back to be re-dispatched.
+      e.queued = 0;
+      e.inflight = [];
+    }
+    if (core.rank() >= 0 && lc.state !== 'STOPPED' && lc.state !== 'STOPPING' && workRate > 0 && this.opts.prng.chance(workRate)) e.queued++;
+    if (lc.state === 'RUNNING' || lc.state === 'PAUSING') {
+      const before = e.inflight.length;
+      e.inflight = e.inflight.map((t) => t - 1).filter((t) => t > 0);
+      e.finished += before - e.inflight.length;
+    }
+    if (lc.state === 'RUNNING') {
+      while (e.queued > 0 && e.inflight.length < 3) {
+        e.queued--;
+        e.inflight.push(this.opts.prng.int(1, 6));
+      }
+    } else if (lc.state === 'PAUSING') {
+      const rule = this.opts.drainRule ?? SimCluster.allRanksDrained;
+      if (!lc.localDone && rule(n, this)) core.localDone('PAUSING');
+    } else if (lc.transient) {
+      if (e.taskVersion !== lc.version) {
+        e.taskVersion = lc.version;
+        e.taskDoneTick = now + this.opts.prng.int(1, 5);
+      } else if (!lc.localDone && now >= e.taskDoneTick) {
+        core.localDone(lc.state);
+      }
+    }
   }
 
   private deliver(ev: Event): void {
@@ -197,6 +294,14 @@ export class SimCluster {
       for (const action of rd.actions) {
         if (action.kind === 'viewCommitted') checkers.onCommit(n.peerId, action.view);
         else if (action.kind === 'probe') this.probe(n, action.peer);
+        else if (action.kind === 'barrierComplete') checkers.onBarrierComplete(n.peerId, action);
+        else if (action.kind === 'lifecycle') {
+          checkers.onLifecycle(n.peerId, n.bootId, action);
+          if (action.state === 'PAUSED' && action.previous === 'PAUSING' && action.via === 'complete') {
+            const view = core.view();
+            if (view) checkers.onPaused(n.peerId, action, view, (rank) => this.holderOf(view, rank)?.engine.inflight.length ?? null);
+          }
+        }
       }
       core.advance();
     }

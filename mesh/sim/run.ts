@@ -4,8 +4,16 @@
  * and tick-rate skew. Safety is checked on every event while faults run; then the run
  * heals the network, restarts all but a minority of crashed members, stops faults and
  * requires every live node to converge on one view within LIVENESS_TICKS_MAX ticks.
+ *
+ * Lifecycle commands (legal and illegal, duplicates) are issued at random nodes throughout
+ * the fault phase while simulated engines take load. After convergence every live node
+ * must settle on one stable lifecycle state within LIFECYCLE_TICKS_MAX ticks, and then a
+ * sequence of legal commands issued at random nodes must each bring every live node to
+ * its target state within LIFECYCLE_TICKS_MAX ticks.
  */
+import { type CommandKind, type LifecycleState, isTransient } from '../lifecycle.ts';
 import { Prng } from '../prng.ts';
+import { LifecycleError } from '../rawnode.ts';
 import { quorumSize } from '../quorum.ts';
 import { type View, activePeers, viewKey } from '../view.ts';
 import { Checkers, SafetyViolation } from './checkers.ts';
@@ -14,6 +22,8 @@ import { CALM, type NetworkFaults } from './network.ts';
 
 /** Bound on the ticks from the end of faults to convergence (stated in docs/PROTOCOL.md). */
 export const LIVENESS_TICKS_MAX = 500;
+/** Bound on the ticks for the lifecycle to settle, and for each legal command to complete, once the mesh converged. */
+export const LIFECYCLE_TICKS_MAX = 300;
 
 export interface RunOptions {
   seed: number;
@@ -37,6 +47,12 @@ export interface RunResult {
   convergeTicks: number;
   commits: number;
   delivered: number;
+  /** Commands issued during the run. */
+  commands: number;
+  /** Lifecycle state changes taken by ranks in control rounds. */
+  lifecycleSteps: number;
+  /** Slowest settle or legal command after convergence, in ticks. */
+  lifecycleTicks: number;
 }
 
 export function runSeed(opts: RunOptions): RunResult {
@@ -69,9 +85,12 @@ export function runSeed(opts: RunOptions): RunResult {
         reportThresholdMax: prng.int(2, 4),
         formSettleTicks: prng.int(1, 4),
       };
-  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]), timing });
+  const workRate = prng.pick([0, 0.1, 0.3]);
+  const commandRate = prng.pick([0, 0.02, 0.05]);
+  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]), timing, workRate });
   cluster.network.faults = faults;
-  const result: RunResult = { seed: opts.seed, ok: true, size, worldSize, faultTicks, convergeTicks: -1, commits: 0, delivered: 0 };
+  const result: RunResult = { seed: opts.seed, ok: true, size, worldSize, faultTicks, convergeTicks: -1, commits: 0, delivered: 0, commands: 0, lifecycleSteps: 0, lifecycleTicks: 0 };
+  const issued: { kind: CommandKind; id: string }[] = [];
   log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks, timing ${JSON.stringify(timing)}`);
 
   try {
@@ -95,6 +114,7 @@ export function runSeed(opts: RunOptions): RunResult {
         }
       }
       if (prng.chance(faultRate)) injectFault(t, prng, cluster, peers, restarts, heals, log);
+      if (prng.chance(commandRate)) issueRandomCommand(t, prng, cluster, issued, log);
       cluster.runTicks(1);
     }
 
@@ -106,6 +126,7 @@ export function runSeed(opts: RunOptions): RunResult {
     for (const p of peers) if (!cluster.alive(p)) cluster.start(p, 0);
     for (const n of cluster.liveNodes()) n.readyAtTick = 0;
     log(`tick ${faultTicks}: faults stop, every node runs`);
+    let core: Set<string> | undefined;
     result.convergeTicks = cluster.runUntil(() => converged(cluster, checkers) === null, LIVENESS_TICKS_MAX);
     if (result.convergeTicks < 0) {
       result.ok = false;
@@ -118,7 +139,7 @@ export function runSeed(opts: RunOptions): RunResult {
       if (victims.length > 0) {
         // Each victim dies, or stays up but cut off from everyone: the majority core must
         // converge without it either way.
-        const core = new Set(peers);
+        core = new Set(peers);
         for (const p of victims) {
           core.delete(p);
           if (prng.chance(0.5)) cluster.crash(p);
@@ -133,6 +154,13 @@ export function runSeed(opts: RunOptions): RunResult {
         result.convergeTicks = Math.max(result.convergeTicks, again);
       }
     }
+    if (result.ok) {
+      const failure = lifecycleLiveness(prng, cluster, checkers, core, result, log);
+      if (failure) {
+        result.ok = false;
+        result.failure = `liveness: ${failure}`;
+      }
+    }
   } catch (err) {
     result.ok = false;
     result.failure = err instanceof SafetyViolation ? `safety: ${err.message}` : `crash: ${(err as Error).stack ?? err}`;
@@ -140,7 +168,91 @@ export function runSeed(opts: RunOptions): RunResult {
   opts.inspect?.(cluster, checkers);
   result.commits = checkers.commits;
   result.delivered = cluster.delivered;
+  result.commands = issued.length;
+  result.lifecycleSteps = checkers.lifecycleSteps;
   return result;
+}
+
+/**
+ * Null when every live node (of `core`, if given) holds one lifecycle (generation, state,
+ * version), that state is stable, and no rank still has a command to apply; else why not.
+ * A closed mesh has nothing left to settle.
+ */
+export function lifecycleSettled(cluster: SimCluster, checkers: Checkers, core?: ReadonlySet<string>): string | null {
+  if (checkers.latest()?.closed) return null;
+  const live = cluster.liveNodes().filter((n) => !core || core.has(n.peerId));
+  const first = live[0]?.core?.lifecycle();
+  if (!first) return null;
+  for (const n of live) {
+    const lc = n.core!.lifecycle();
+    if (lc.generation !== first.generation || lc.state !== first.state || lc.version !== first.version) return `${n.peerId} is ${lc.state} v${lc.version}, ${live[0]!.peerId} is ${first.state} v${first.version}`;
+    if (n.core!.rank() >= 0 && lc.pending.length > 0) return `rank ${n.peerId} still has ${lc.pending.length} command(s) to apply`;
+  }
+  if (isTransient(first.state)) return `the mesh is still ${first.state}`;
+  return null;
+}
+
+/** Every live node (of `core`) is in `state`; else why not. */
+function allIn(cluster: SimCluster, state: LifecycleState, core?: ReadonlySet<string>): string | null {
+  for (const n of cluster.liveNodes()) {
+    if (core && !core.has(n.peerId)) continue;
+    const lc = n.core!.lifecycle();
+    if (lc.state !== state) return `${n.peerId} is ${lc.state}, not ${state}`;
+  }
+  return null;
+}
+
+/**
+ * After convergence: the lifecycle settles, then legal commands issued at random live
+ * nodes each complete everywhere within LIFECYCLE_TICKS_MAX. Returns a failure or null.
+ */
+function lifecycleLiveness(prng: Prng, cluster: SimCluster, checkers: Checkers, core: Set<string> | undefined, result: RunResult, log: (line: string) => void): string | null {
+  if (checkers.latest()?.closed) return null;
+  const settle = cluster.runUntil(() => lifecycleSettled(cluster, checkers, core) === null, LIFECYCLE_TICKS_MAX);
+  if (settle < 0) return `the lifecycle did not settle within ${LIFECYCLE_TICKS_MAX} ticks after convergence: ${lifecycleSettled(cluster, checkers, core)}`;
+  result.lifecycleTicks = Math.max(result.lifecycleTicks, settle);
+  // A STOP issued during the faults may have closed the mesh while it settled.
+  if (checkers.latest()?.closed) return null;
+  const live = () => cluster.liveNodes().filter((n) => !core || core.has(n.peerId));
+  const start = live()[0]?.core?.lifecycle().state;
+  if (!start) return null;
+  const plan: [CommandKind, LifecycleState][] = [];
+  if (start === 'RUNNING') plan.push(['PAUSE', 'PAUSED']);
+  if (start === 'SUSPENDED') plan.push(['RESUME', 'PAUSED']);
+  if (prng.chance(0.5)) plan.push(['SUSPEND', 'SUSPENDED'], ['RESUME', 'PAUSED']);
+  if (prng.chance(0.05)) plan.push(['STOP', 'STOPPED']);
+  else plan.push(['UNPAUSE', 'RUNNING']);
+  for (const [kind, target] of plan) {
+    const issuer = prng.pick(live());
+    const id = issuer.core!.command(kind);
+    log(`after convergence: ${kind} (${id}) at ${issuer.peerId}, expecting ${target} everywhere`);
+    const used = cluster.runUntil(() => allIn(cluster, target, core) === null, LIFECYCLE_TICKS_MAX);
+    if (used < 0) return `${kind} issued at ${issuer.peerId} did not bring every live node to ${target} within ${LIFECYCLE_TICKS_MAX} ticks: ${allIn(cluster, target, core)}`;
+    result.lifecycleTicks = Math.max(result.lifecycleTicks, used);
+  }
+  return null;
+}
+
+const COMMAND_WEIGHTS: readonly CommandKind[] = ['PAUSE', 'PAUSE', 'PAUSE', 'UNPAUSE', 'UNPAUSE', 'SUSPEND', 'SUSPEND', 'RESUME', 'RESUME'];
+
+/** A random command (legal or not) at a random live node; sometimes a duplicate of an earlier id. */
+function issueRandomCommand(t: number, prng: Prng, cluster: SimCluster, issued: { kind: CommandKind; id: string }[], log: (line: string) => void): void {
+  const live = cluster.liveNodes();
+  if (live.length === 0) return;
+  const n = prng.pick(live);
+  const dup = issued.length > 0 && prng.chance(0.15) ? prng.pick(issued) : null;
+  // STOP is rare: it ends the generation, and most runs should keep their mesh.
+  const kind = dup?.kind ?? (prng.chance(0.02) ? 'STOP' : prng.pick(COMMAND_WEIGHTS));
+  let id: string;
+  try {
+    id = n.core!.command(kind, dup?.id);
+  } catch (err) {
+    // A node with PENDING_COMMANDS_MAX commands waiting refuses more; nothing changed.
+    if (!(err instanceof LifecycleError)) throw err;
+    return log(`tick ${t}: ${n.peerId} refuses ${kind}: ${err.message}`);
+  }
+  issued.push({ kind, id });
+  log(`tick ${t}: ${n.peerId} issues ${kind} (${id}${dup ? ', a duplicate' : ''}) in state ${n.core!.lifecycle().state}`);
 }
 
 /**
