@@ -99,7 +99,7 @@ export class Barriers {
 
   /** This node (holding selfRank) arrives. Throws BarrierError on bad input or a second arrival. */
   arrive(name: string, seq: number, payload: string, now: number): void {
-    if (this.selfRank < 0) throw new BarrierError('only a rank of the current view can arrive at a barrier');
+    if (!this.ranks.includes(this.selfRank)) throw new BarrierError('only a rank of the current view can arrive at a barrier');
     const problem = barrierProblem(name, payload);
     if (problem) throw new BarrierError(problem);
     if (!Number.isInteger(seq) || seq < 1 || seq > 2 ** 31 - 1) throw new BarrierError(`barrier seq must be an integer in 1..2^31-1, got ${seq}`);

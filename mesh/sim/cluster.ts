@@ -11,7 +11,7 @@
  * engine's max all-reduce — every rank of its mask is PAUSING with none either. SUSPENDING,
  * RESUMING and STOPPING finish their local part after a few ticks.
  */
-import { type CoreConfig, RawNode, type PersistentState } from '../rawnode.ts';
+import { type Action, type CoreConfig, RawNode, type PersistentState } from '../rawnode.ts';
 import type { Prng } from '../prng.ts';
 import type { View } from '../view.ts';
 import { type Message, decode, encode } from '../wire.ts';
@@ -93,6 +93,8 @@ export class SimCluster {
   private readonly order: string[];
   /** Observers of every delivered message (scenario tests use it to inject or watch). */
   onDeliver: ((from: string, to: string, msg: Message) => Message | null) | null = null;
+  /** Observer of every action a core hands out (scenario tests watch lifecycle and barrier results). */
+  onAction: ((peerId: string, action: Action) => void) | null = null;
 
   constructor(private readonly opts: ClusterOptions) {
     this.network = new VirtualNetwork(opts.prng);
@@ -292,6 +294,7 @@ export class SimCluster {
         else for (const to of this.order) if (to !== n.peerId) this.send(n.peerId, to, msg);
       }
       for (const action of rd.actions) {
+        this.onAction?.(n.peerId, action);
         if (action.kind === 'viewCommitted') checkers.onCommit(n.peerId, action.view);
         else if (action.kind === 'probe') this.probe(n, action.peer);
         else if (action.kind === 'barrierComplete') checkers.onBarrierComplete(n.peerId, action);

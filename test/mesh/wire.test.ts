@@ -16,6 +16,9 @@ const samples: Message[] = [
   env({ type: 'promise', ballot: 2049, votedBallot: 0, voted: change }),
   env({ type: 'accept', ballot: 2049, change }),
   env({ type: 'decide', change }),
+  env({ type: 'hb', bootId: 'b1', role: 'spare', ready: false, rememberedRank: -1, digest: 7, reports: [], closeRequested: false, lc: { state: 'PAUSED', version: 4, applied: ['b1.1', 'b2.7'] } }),
+  env({ type: 'arrive', name: 'control', seq: 3, payload: '{"v":1}' }),
+  env({ type: 'cmd', kind: 'SUSPEND', id: 'b1.12' }),
   env({ type: 'viewReq' }),
   env({ type: 'viewResp', view: { meshId: 'mesh-1', generation: 2, epoch: 3, worldSize: 2, ranks: [inc, null], spares: [], closed: false } }),
 ];
@@ -28,22 +31,28 @@ describe('wire', () => {
     });
   }
 
-  test('a heartbeat of a 128-node mesh with 16 reports stays under 8 KB', () => {
+  test('a heartbeat of a 128-node mesh with 16 reports and a full lifecycle record stays under 8 KB', () => {
     const reports = Array.from({ length: 16 }, (_, i) => ({ peerId: `12D3KooW${'x'.repeat(44)}${i}`, bootId: 'b'.repeat(16) }));
-    const bytes = encode(env({ type: 'hb', bootId: 'b'.repeat(16), role: 'member', ready: true, rememberedRank: 127, digest: 1, reports, closeRequested: false }));
+    const lc = { state: 'SUSPENDING' as const, version: 2 ** 31 - 1, applied: Array.from({ length: 8 }, (_, i) => `${'c'.repeat(60)}.${i}`) };
+    const bytes = encode(env({ type: 'hb', bootId: 'b'.repeat(16), role: 'member', ready: true, rememberedRank: 127, digest: 1, reports, closeRequested: false, lc }));
     expect(bytes.byteLength).toBeLessThan(8 * 1024);
   });
 
   const bad: [name: string, text: string, reason: RegExp][] = [
     ['not JSON', '{nope', /not UTF-8 JSON/],
-    ['another version', JSON.stringify({ ...samples[9], v: 2 }), /unsupported wire version 2/],
-    ['negative epoch', JSON.stringify({ ...samples[9], epoch: -1 }), /^epoch:/],
-    ['fractional generation', JSON.stringify({ ...samples[9], generation: 1.5 }), /^generation:/],
-    ['unknown type', JSON.stringify({ ...samples[9], body: { type: 'shout' } }), /^body/],
-    ['extra field', JSON.stringify({ ...samples[9], body: { type: 'viewReq', x: 1 } }), /^body/],
+    ['another version', JSON.stringify({ ...samples[12], v: 2 }), /unsupported wire version 2/],
+    ['negative epoch', JSON.stringify({ ...samples[12], epoch: -1 }), /^epoch:/],
+    ['fractional generation', JSON.stringify({ ...samples[12], generation: 1.5 }), /^generation:/],
+    ['unknown type', JSON.stringify({ ...samples[12], body: { type: 'shout' } }), /^body/],
+    ['extra field', JSON.stringify({ ...samples[12], body: { type: 'viewReq', x: 1 } }), /^body/],
     ['bad peerId characters', JSON.stringify(env({ type: 'decide', change: { ...change, remove: [{ peerId: 'a b', bootId: 'b' }] } })), /^body\.change\.remove\.0\.peerId/],
     ['rank out of range', JSON.stringify(env({ type: 'decide', change: { ...change, admit: [{ rank: 5000, peerId: 'p', bootId: 'b' }] } })), /^body\.change\.admit\.0\.rank/],
     ['ranks shorter than worldSize', JSON.stringify(env({ type: 'viewResp', view: { meshId: 'm', generation: 1, epoch: 1, worldSize: 3, ranks: [null], spares: [], closed: false } })), /worldSize/],
+    ['barrier seq 0', JSON.stringify(env({ type: 'arrive', name: 'x', seq: 0, payload: '' })), /^body\.seq/],
+    ['barrier payload over the limit', JSON.stringify(env({ type: 'arrive', name: 'x', seq: 1, payload: 'x'.repeat(4096) })), /^body\.payload/],
+    ['unknown command', JSON.stringify(env({ type: 'cmd', kind: 'HALT', id: 'a.1' } as never)), /^body\.kind/],
+    ['command id with a space', JSON.stringify(env({ type: 'cmd', kind: 'STOP', id: 'a 1' })), /^body\.id/],
+    ['unknown lifecycle state', JSON.stringify(env({ ...(samples[0]!.body as object), lc: { state: 'HALTED', version: 1, applied: [] } } as never)), /^body\.lc\.state/],
     ['role of the wrong type', JSON.stringify(env({ ...(samples[0]!.body as object), role: 7 } as never)), /^body\.role/],
   ];
   for (const [name, text, reason] of bad) {

@@ -1,0 +1,103 @@
+// Barrier rounds of one epoch: completion over the mask in rank order, who may arrive, repair by re-announcement and answers, and input errors.
+import { describe, expect, test } from 'bun:test';
+import { BARRIER_PAYLOAD_BYTES_MAX, BarrierError, type BarrierResult, Barriers } from '../../mesh/barrier.ts';
+import { RawNode } from '../../mesh/rawnode.ts';
+import { type View, firstView } from '../../mesh/view.ts';
+
+// Ranks 0, 2, 3 held; rank 1 empty (a hole in the mask).
+const view: View = { ...firstView('m', 1, ['a', 'b', 'c', 'd'].map((p) => ({ peerId: p, bootId: 'x' }))), ranks: [{ peerId: 'a', bootId: 'x' }, null, { peerId: 'c', bootId: 'x' }, { peerId: 'd', bootId: 'x' }] };
+
+function make(selfRank: number) {
+  const sent: { to: string | null; name: string; seq: number; payload: string }[] = [];
+  const done: BarrierResult[] = [];
+  const b = new Barriers(view, selfRank, 4, {
+    gossip: (name, seq, payload) => sent.push({ to: null, name, seq, payload }),
+    direct: (to, name, seq, payload) => sent.push({ to, name, seq, payload }),
+    completed: (r) => done.push(r),
+  });
+  return { b, sent, done };
+}
+
+describe('Barriers', () => {
+  test('completes when every rank of the mask arrived, with payloads in rank order, whatever the arrival order', () => {
+    const { b, done } = make(2);
+    expect(b.onArrive('d', 'join', 1, 'D', 0)).toBeNull();
+    b.arrive('join', 1, 'C', 0);
+    expect(done).toEqual([]);
+    expect(b.onArrive('a', 'join', 1, 'A', 1)).toBeNull();
+    expect(done).toEqual([{ generation: 1, epoch: 1, name: 'join', seq: 1, ranks: [0, 2, 3], payloads: ['A', 'C', 'D'] }]);
+    // A duplicate changes nothing and completes nothing twice.
+    expect(b.onArrive('a', 'join', 1, 'A', 2)).toBeNull();
+    expect(done.length).toBe(1);
+  });
+
+  test('never waits on a rank outside the mask, and refuses arrivals from peers without a rank and conflicting ones', () => {
+    const { b, done } = make(0);
+    expect(b.onArrive('b', 'x', 1, 'B', 0)).toMatch(/without a rank/);
+    expect(b.onArrive('c', 'x', 1, 'C', 0)).toBeNull();
+    expect(b.onArrive('c', 'x', 1, 'other', 0)).toMatch(/conflicting/);
+    b.arrive('x', 1, 'A', 0);
+    b.onArrive('d', 'x', 1, 'D', 0);
+    expect(done[0]!.payloads).toEqual(['A', 'C', 'D']);
+  });
+
+  test('re-announces an open arrival every retransmitTicks and stops once complete', () => {
+    const { b, sent } = make(0);
+    b.arrive('x', 1, 'A', 0);
+    b.tick(3);
+    b.tick(4);
+    b.tick(6);
+    b.tick(8);
+    expect(sent.map((s) => s.to === null)).toEqual([true, true, true]);
+    b.onArrive('c', 'x', 1, 'C', 9);
+    b.onArrive('d', 'x', 1, 'D', 9);
+    b.tick(20);
+    expect(sent.length).toBe(3);
+  });
+
+  test('a node that completed answers a peer still announcing with its own arrival (rate-limited)', () => {
+    const { b, sent } = make(0);
+    b.arrive('x', 1, 'A', 0);
+    b.onArrive('c', 'x', 1, 'C', 0);
+    b.onArrive('d', 'x', 1, 'D', 0);
+    b.onArrive('c', 'x', 1, 'C', 5);
+    b.onArrive('c', 'x', 1, 'C', 6);
+    b.onArrive('c', 'x', 1, 'C', 9);
+    expect(sent.filter((s) => s.to === 'c').map((s) => s.payload)).toEqual(['A', 'A']);
+  });
+
+  test('seqs default to one past the last arrival; bad input throws BarrierError and changes nothing', () => {
+    const { b, sent } = make(0);
+    expect(b.nextSeq('x')).toBe(1);
+    b.arrive('x', 1, '', 0);
+    expect(b.nextSeq('x')).toBe(2);
+    expect(() => b.arrive('x', 1, 'again', 0)).toThrow(/already arrived/);
+    expect(() => b.arrive('bad name', 2, '', 0)).toThrow(BarrierError);
+    expect(() => b.arrive('x', 0, '', 0)).toThrow(/seq/);
+    expect(() => b.arrive('x', 2, 'é'.repeat(BARRIER_PAYLOAD_BYTES_MAX / 2 + 1), 0)).toThrow(/bytes/);
+    expect(() => make(1).b.arrive('x', 1, '', 0)).toThrow(/only a rank/);
+    expect(sent.length).toBe(1);
+  });
+});
+
+describe('RawNode.arrive', () => {
+  test('a node without a view cannot arrive, and the control barrier name is reserved', () => {
+    const node = new RawNode({ meshId: 'm', self: 'a', bootId: 'x', worldSize: 2, seed: 1 });
+    expect(() => node.arrive('x', '')).toThrow(/only a rank/);
+    expect(() => node.arrive('control', '')).toThrow(/reserved/);
+    expect(node.barriers()).toEqual([]);
+  });
+
+  test('a single-rank mesh completes its barrier at once', () => {
+    const node = new RawNode({ meshId: 'm', self: 'a', bootId: 'x', worldSize: 1, seed: 1 });
+    for (let i = 0; i < 10 && node.phase() !== 'member'; i++) node.tick();
+    expect(node.phase()).toBe('member');
+    while (node.hasReady()) {
+      node.ready();
+      node.advance();
+    }
+    expect(node.arrive('warm', 'ok')).toBe(1);
+    const rd = node.ready();
+    expect(rd.actions).toContainEqual({ kind: 'barrierComplete', generation: 1, epoch: 1, name: 'warm', seq: 1, ranks: [0], payloads: ['ok'] });
+  });
+});
