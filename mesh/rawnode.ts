@@ -252,6 +252,8 @@ export class RawNode {
   private controlSeq = 0;
   /** What this node's last control payload said, so it starts a new round only with news. */
   private lastControlKey = '';
+  /** A rank of this epoch announced another lifecycle than ours: run a round to synchronise. */
+  private syncWanted = false;
 
   // Output of the current batch; handed out by ready().
   /** Invariant: set whenever state that PersistentState holds changed since the last ready(). */
@@ -515,6 +517,11 @@ export class RawNode {
     };
   }
 
+  /** The lifecycle state alone (cheap: for a driver's per-iteration check). */
+  lifecycleState(): LifecycleState {
+    return this.lc.state;
+  }
+
   /** Whether `kind` is legal in this node's current state, and if not why (for a 409). */
   checkCommand(kind: CommandKind): CommandOutcome {
     return applyCommand(this.lc.state, kind);
@@ -751,6 +758,7 @@ export class RawNode {
     if (rank < 0 || view.closed) return null;
     this.controlSeq = 0;
     this.lastControlKey = '';
+    this.syncWanted = false;
     return new Barriers(view, rank, this.config.retransmitTicks, {
       gossip: (name, seq, payload) => this.gossip({ type: 'arrive', name, seq, payload }),
       direct: (to, name, seq, payload) => this.direct(to, { type: 'arrive', name, seq, payload }),
@@ -773,8 +781,9 @@ export class RawNode {
   /**
    * Arrives at the next control round when there is news for it (commands not yet
    * proposed, the local part of a transient state finished), when another rank started it,
-   * or when the epoch has had none yet (the first round of an epoch synchronises the ranks'
-   * lifecycles). The previous round must have completed here first.
+   * or when a rank of this epoch announced another lifecycle in its heartbeat (a view change
+   * cut a round short and left the ranks a round apart: the round synchronises them). The
+   * previous round must have completed here first.
    */
   private pumpControl(): void {
     const barriers = this.barrierSet;
@@ -785,7 +794,8 @@ export class RawNode {
     const commands = this.sortedPending().slice(0, CONTROL_COMMANDS_MAX);
     const key = `${this.lc.version}|${done ? 1 : 0}|${commands.map((c) => c.id).join(',')}`;
     const news = key !== this.lastControlKey && (done || commands.length > 0);
-    if (!(this.controlSeq === 0 || news || barriers.started(CONTROL_BARRIER, next))) return;
+    if (!(this.syncWanted || news || barriers.started(CONTROL_BARRIER, next))) return;
+    this.syncWanted = false;
     this.controlSeq = next;
     this.lastControlKey = key;
     const applied = this.recentApplied.slice(-CONTROL_APPLIED_MAX);
@@ -823,18 +833,24 @@ export class RawNode {
   }
 
   /**
-   * A member's heartbeat of this epoch: its applied command ids are applied here too, and a
-   * node without a rank adopts a member's lifecycle when it is newer (or, at one version,
-   * different: a member's value beats what this node restored or heard earlier).
+   * A member's heartbeat of this epoch: its applied command ids are applied here too. A node
+   * without a rank follows the lifecycle of the lowest-ranked member (one source, so it does
+   * not flap while the ranks are a round apart), whatever its own value: what it restored,
+   * heard earlier, or held as a rank of an earlier epoch may be a branch the ranks left.
    */
   private heardLifecycle(from: string, view: View, lc: HeartbeatLifecycle): void {
-    if (rankOfPeer(view, from) < 0) return;
+    const rank = rankOfPeer(view, from);
+    if (rank < 0) return;
     for (const id of lc.applied) this.markApplied(id);
-    if (this.barrierSet || this.lc.state === 'STOPPED') return;
-    if (lc.version > this.lc.version || (lc.version === this.lc.version && lc.state !== this.lc.state)) {
-      if (lc.state === 'STOPPED') return;
-      this.setLifecycle(lc.state, lc.version, 'heard');
+    if (this.barrierSet) {
+      // Ranks within one round of each other differ only until the open round completes here.
+      const settled = this.controlSeq === 0 || this.barrierSet.completed(CONTROL_BARRIER, this.controlSeq);
+      if (settled && (lc.version !== this.lc.version || lc.state !== this.lc.state)) this.syncWanted = true;
+      return;
     }
+    if (this.lc.state === 'STOPPED' || lc.state === 'STOPPED') return;
+    if (view.ranks.findIndex((h) => h !== null) !== rank) return;
+    if (lc.version !== this.lc.version || lc.state !== this.lc.state) this.setLifecycle(lc.state, lc.version, 'heard');
   }
 
   /** A command heard from a peer or carried by a round: kept only at a rank, which proposes it. */

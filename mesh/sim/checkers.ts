@@ -19,7 +19,8 @@
  *  - lifecycle: every rank of an epoch passes through the same states — within one
  *    (generation, epoch) a lifecycle version means one state at every node — and each step a
  *    node takes by itself (a command or a completion) is legal and advances the version by one;
- *    STOPPED only with a closed view;
+ *    a rank's version never goes back, except a provisional one (restored or heard as a
+ *    non-rank) that the ranks' first round replaces; STOPPED only with a closed view;
  *  - drain: the first node to reach PAUSED for a version finds no in-flight work on any live
  *    rank of its mask (PAUSED only after an iteration where no rank had work).
  */
@@ -72,7 +73,7 @@ export class Checkers {
   /** Lifecycle state of each version, by `${generation}:${epoch}` → version. */
   private readonly lcByEpoch = new Map<string, Map<number, string>>();
   /** Each incarnation's last lifecycle record: `${peer}/${boot}` → generation, version, state. */
-  private readonly lcLast = new Map<string, { generation: number; version: number; state: string }>();
+  private readonly lcLast = new Map<string, { generation: number; version: number; state: string; via: string }>();
   /** Versions whose PAUSED was already checked for drain: `${generation}:${version}`. */
   private readonly pausedChecked = new Set<string>();
   lifecycleSteps = 0;
@@ -202,7 +203,7 @@ export class Checkers {
     this.checks++;
     const inc = `${peerId}/${bootId}`;
     const last = this.lcLast.get(inc);
-    this.lcLast.set(inc, { generation: a.generation, version: a.version, state: a.state });
+    this.lcLast.set(inc, { generation: a.generation, version: a.version, state: a.state, via: a.via });
     if (a.state === 'STOPPED') {
       if (a.via !== 'closed') throw new SafetyViolation(`lifecycle: ${inc} reached STOPPED by ${a.via}, not by a closed view`);
       const view = this.views.get(`${a.generation}:${a.epoch}`);
@@ -212,7 +213,9 @@ export class Checkers {
     if (a.via !== 'command' && a.via !== 'complete' && a.via !== 'sync') return;
     if (!last || last.generation !== a.generation) throw new SafetyViolation(`lifecycle: ${inc} took a ${a.via} step in generation ${a.generation} with no earlier state of it`);
     if (a.via === 'sync') {
-      if (a.version < last.version) throw new SafetyViolation(`lifecycle: ${inc} synchronised back from version ${last.version} to ${a.version}`);
+      // A state restored from disk or heard as a non-rank is provisional: the ranks' own rounds may replace it with an older version.
+      const provisional = last.via === 'heard' || last.via === 'restore' || last.via === 'generation';
+      if (a.version < last.version && !provisional) throw new SafetyViolation(`lifecycle: ${inc} synchronised back from version ${last.version} to ${a.version}`);
     } else {
       if (a.version !== last.version + 1) throw new SafetyViolation(`lifecycle: ${inc} stepped from version ${last.version} to ${a.version}`);
       if (!isLegalStep(last.state as never, a.state)) throw new SafetyViolation(`lifecycle: ${inc} stepped ${last.state} → ${a.state}, not a legal ${a.via}`);

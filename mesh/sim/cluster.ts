@@ -214,7 +214,7 @@ export class SimCluster {
       if (!h?.core) return false;
       const hv = h.core.view();
       if (!hv || hv.generation !== view.generation || hv.epoch !== view.epoch) return false;
-      if (h.core.lifecycle().state !== 'PAUSING' || h.engine.inflight.length > 0) return false;
+      if (h.core.lifecycleState() !== 'PAUSING' || h.engine.inflight.length > 0) return false;
     }
     return true;
   };
@@ -224,6 +224,8 @@ export class SimCluster {
     const core = n.core;
     if (!core) return;
     const e = n.engine;
+    const state = core.lifecycleState();
+    if (state === 'RUNNING' && e.queued === 0 && e.inflight.length === 0 && !(this.opts.workRate ?? 0)) return;
     const lc = core.lifecycle();
     const now = core.currentTick();
     const workRate = this.opts.workRate ?? 0;
