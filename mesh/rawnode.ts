@@ -600,6 +600,7 @@ export class RawNode {
     this.abortBarriers();
     this.generation = generation;
     this.formation = new Formation(this.config, { generation, round: 0, vote: null });
+    this.closeRequested = false;
     this.setLifecycle('RUNNING', 0, 'generation');
     this.dirty = true;
   }
@@ -655,6 +656,9 @@ export class RawNode {
         return refused ? this.reject(refused) : undefined;
       }
       case 'cmd':
+        // A command applied already is still being re-sent: its issuer missed the news, so
+        // the next heartbeats carry its id again.
+        if (this.appliedIds.has(body.id)) return this.readvertise(body.id);
         return this.heardCommand({ kind: body.kind, id: body.id });
       case 'vote':
         return agreement.onVote(from, body.ballot, body.change, this.now);
@@ -729,6 +733,8 @@ export class RawNode {
     this.abortBarriers();
     this.setView(view);
     if (view.generation !== this.generation || this.lc.generation !== view.generation) {
+      // A new generation starts afresh: RUNNING, and no close asked for in an earlier one.
+      if (view.generation !== this.generation) this.closeRequested = false;
       this.generation = view.generation;
       this.setLifecycle('RUNNING', 0, 'generation');
     }
@@ -868,6 +874,13 @@ export class RawNode {
       const oldest = this.appliedIds.values().next().value;
       if (oldest !== undefined) this.appliedIds.delete(oldest);
     }
+    this.recentApplied.push(id);
+    if (this.recentApplied.length > LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX) this.recentApplied.shift();
+  }
+
+  private readvertise(id: string): void {
+    if (this.recentApplied.at(-1) === id) return;
+    this.recentApplied = this.recentApplied.filter((x) => x !== id);
     this.recentApplied.push(id);
     if (this.recentApplied.length > LIFECYCLE_APPLIED_IN_HEARTBEAT_MAX) this.recentApplied.shift();
   }
