@@ -31,7 +31,11 @@ for (const n of list(opts.sizes)) {
   process.stderr.write(`detection: starting ${n} node processes\n`);
   const cluster = await ProcCluster.start({ nodes: n });
   try {
-    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 120_000)));
+    // Formation on one 2-core machine is bounded by the N·(N−1) connection handshakes of a
+    // fully connected mesh, not by the protocol: give large N the time it needs.
+    const formStartedAtMs = Date.now();
+    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 300_000)));
+    process.stderr.write(`  N=${n}: first view at every node after ${((Date.now() - formStartedAtMs) / 1000).toFixed(1)} s (processes)\n`);
     let epoch = 1;
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
@@ -114,19 +118,23 @@ if (hogSeconds > 0) {
 }
 
 // 3. First-view formation, many nodes in one process.
-const formRows: { nodes: number; startS: number; formS: number }[] = [];
+const formRows: { nodes: number; startS: number; formS: number | null }[] = [];
 for (const n of list(opts.formSizes)) {
   process.stderr.write(`formation: ${n} in-process nodes\n`);
   const startedAtMs = performance.now();
   const mesh = await InprocMesh.start({ nodes: n });
   const upAtMs = performance.now();
   try {
-    const deadline = performance.now() + 180_000;
+    const deadline = performance.now() + 300_000;
+    let formed = true;
     while (!mesh.nodes.every((node) => mesh.view(node)?.epoch === 1)) {
-      if (performance.now() > deadline) throw new Error(`${n} nodes did not form a view within 180 s`);
-      await Bun.sleep(20);
+      if (performance.now() > deadline) {
+        formed = false;
+        break;
+      }
+      await Bun.sleep(50);
     }
-    formRows.push({ nodes: n, startS: (upAtMs - startedAtMs) / 1000, formS: (performance.now() - startedAtMs) / 1000 });
+    formRows.push({ nodes: n, startS: (upAtMs - startedAtMs) / 1000, formS: formed ? (performance.now() - startedAtMs) / 1000 : null });
   } finally {
     await mesh.stop();
   }
@@ -155,7 +163,7 @@ if (formRows.length > 0) {
   console.log('\nfirst view, in-process nodes (one event loop)');
   console.log('| nodes | all started s | all hold the first view s |');
   console.log('|---|---|---|');
-  for (const row of formRows) console.log(`| ${row.nodes} | ${row.startS.toFixed(2)} | ${row.formS.toFixed(2)} |`);
+  for (const row of formRows) console.log(`| ${row.nodes} | ${row.startS.toFixed(2)} | ${row.formS === null ? 'not within 300 s' : row.formS.toFixed(2)} |`);
 }
 console.log('');
 for (const row of detectRows) {
