@@ -15,6 +15,8 @@ import {
   isLegalStep,
   resolveRound,
 } from '../../mesh/lifecycle.ts';
+import { LifecycleError, RawNode } from '../../mesh/rawnode.ts';
+import { firstView } from '../../mesh/view.ts';
 
 // The Megatron diagram, written out as the expected next state ('-' = illegal, dropped).
 const EXPECTED: Record<LifecycleState, Record<CommandKind, LifecycleState | '-'>> = {
@@ -135,5 +137,39 @@ describe('resolveRound', () => {
   test('a command some rank reports applied is never applied again', () => {
     const r = resolveRound([payload({ commands: [{ kind: 'PAUSE', id: 'a.1' }] }), payload({ applied: ['a.1'] })]);
     expect(r).toMatchObject({ kind: 'apply', via: 'none', state: 'RUNNING', alreadyApplied: ['a.1'] });
+  });
+});
+
+describe('RawNode lifecycle inputs', () => {
+  const node = () => new RawNode({ meshId: 'm', self: 'a', bootId: 'boot1', worldSize: 2, seed: 1 });
+
+  test('command() validates kind and id, throws LifecycleError and changes nothing', () => {
+    const n = node();
+    expect(() => n.command('HALT' as CommandKind)).toThrow(LifecycleError);
+    expect(() => n.command('PAUSE', 'has space')).toThrow(/command id/);
+    expect(() => n.command('PAUSE', 'x'.repeat(65))).toThrow(LifecycleError);
+    expect(n.lifecycle().pending).toEqual([]);
+    expect(n.command('PAUSE')).toBe('boot1.1');
+    expect(n.command('PAUSE', 'boot1.1')).toBe('boot1.1');
+    expect(n.lifecycle().pending).toEqual([{ kind: 'PAUSE', id: 'boot1.1' }]);
+    const sent = n.ready().messages.filter((m) => m.msg.body.type === 'cmd');
+    expect(sent.length).toBe(1);
+  });
+
+  test('localDone() of a state the node is not in changes nothing; checkCommand() explains a refusal', () => {
+    const n = node();
+    expect(n.localDone('PAUSING')).toBe(false);
+    expect(n.lifecycle()).toMatchObject({ state: 'RUNNING', version: 0, transient: false, localDone: false, allowed: ['PAUSE'] });
+    expect(n.checkCommand('SUSPEND')).toEqual({ ok: false, reason: 'SUSPEND is not allowed in state RUNNING (allowed: PAUSE)', allowed: ['PAUSE'] });
+    expect(n.checkCommand('PAUSE')).toEqual({ ok: true, next: 'PAUSING', noop: false });
+  });
+
+  test('a stored lifecycle of the current generation is restored; a malformed one restores as RUNNING', () => {
+    const view = firstView('m', 3, [{ peerId: 'a', bootId: 'old' }, { peerId: 'b', bootId: 'x' }]);
+    const base = { meshId: 'm', generation: 3, view, rememberedRank: 0, acceptor: null, form: null };
+    const restored = new RawNode({ meshId: 'm', self: 'a', bootId: 'new', worldSize: 2, seed: 1 }, { ...base, lifecycle: { generation: 3, state: 'SUSPENDED', version: 7 } });
+    expect(restored.lifecycle()).toMatchObject({ generation: 3, state: 'SUSPENDED', version: 7 });
+    const bad = new RawNode({ meshId: 'm', self: 'a', bootId: 'new', worldSize: 2, seed: 1 }, { ...base, lifecycle: { generation: 3, state: 'HALTED' as LifecycleState, version: 7 } });
+    expect(bad.lifecycle()).toMatchObject({ state: 'RUNNING', version: 0 });
   });
 });
