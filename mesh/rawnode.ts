@@ -815,6 +815,8 @@ export class RawNode {
     this.lcTrusted = true;
     if (res.kind === 'sync') {
       if (res.version !== this.lc.version || res.state !== this.lc.state) this.setLifecycle(res.state, res.version, 'sync');
+      // A sync round consumed nothing: what this rank proposed is news again for the next one.
+      this.lastControlKey = '';
       return;
     }
     for (const c of res.applied) this.markApplied(c.id);

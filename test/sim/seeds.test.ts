@@ -31,3 +31,13 @@ describe(`${count} seeded runs from ${base}`, () => {
     }, 150_000);
   }
 });
+
+// Seeds that once failed, replayed on every run.
+const REGRESSIONS = [
+  701833, // a sync round left proposed commands unproposed: no rank saw news to start the next round
+  703140,
+];
+test('regression seeds', () => {
+  const failures = REGRESSIONS.map((seed) => runSeed({ seed })).filter((r) => !r.ok).map((r) => `seed ${r.seed}: ${r.failure}`);
+  expect(failures).toEqual([]);
+});
