@@ -62,7 +62,7 @@ export const settings = {
   tickMs: z.number().int().min(5).max(10_000).default(50).describe('Protocol tick: the core counts time in ticks of this length'),
   heartbeatIntervalMs: z.number().int().min(1).default(300).describe('Interval between membership heartbeats (rounded to whole ticks)'),
   suspectMs: z.number().int().min(1).default(900).describe('Silence after which a peer is suspected and probed directly (rounded to whole ticks)'),
-  probeTimeoutMs: z.number().int().min(1).default(250).describe('A direct probe (libp2p ping) unanswered this long counts as failed'),
+  probeTimeoutMs: z.number().int().min(1).default(1000).describe('A direct probe (libp2p ping) unanswered this long counts as failed'),
   dataPlanePort: z.number().int().min(0).max(65535).default(0).describe('Port of the CPU data plane (collectives between ranks), on the host of httpAddr; 0 picks a free one'),
   dataPlaneAnnounceIntervalMs: z.number().int().min(10).default(5000).describe('Interval between gossip announcements of this node\'s data-plane address'),
   engineModelSeed: z.number().int().min(0).max(0xffffffff).default(1).describe('Seed of the reference engine\'s weights; every node of a mesh must use the same'),

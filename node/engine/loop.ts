@@ -36,7 +36,7 @@ export interface EngineLoopOptions {
   /**
    * Longest idle wait. Every idle iteration is an all-reduce across all ranks, so a short
    * wait keeps latency low and a long one keeps an idle mesh cheap (Megatron sleeps 20 ms).
-   * Work arriving at this rank ends its wait at once; peers join within this bound. Default 20.
+   * Work arriving at this rank ends its wait at once; peers join within this bound. Default 100.
    */
   readonly idleWaitMaxMs?: number;
   /** Deadline of the per-iteration all-reduce. Default 10000. */
@@ -123,7 +123,7 @@ export class EngineLoop {
     this.queueCapacity = options.queueCapacity ?? 1024;
     this.batchRequestsMax = options.batchRequestsMax ?? 32;
     this.idleWaitMs = options.idleWaitMs ?? 2;
-    this.idleWaitMaxMs = Math.max(this.idleWaitMs, options.idleWaitMaxMs ?? 20);
+    this.idleWaitMaxMs = Math.max(this.idleWaitMs, options.idleWaitMaxMs ?? 100);
     this.deadlineMs = options.collectiveDeadlineMs ?? 10_000;
   }
 
