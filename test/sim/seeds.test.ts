@@ -1,4 +1,4 @@
-// Random simulation campaign: 700 seeded runs of 1–64 nodes under faults and lifecycle commands, safety checked on every event, then bounded convergence and lifecycle liveness.
+// Random simulation campaign: 1,000 seeded runs of 1–64 nodes under faults and lifecycle commands, safety checked on every event, then bounded convergence and lifecycle liveness.
 import { describe, expect, test } from 'bun:test';
 import { LIVENESS_TICKS_MAX, runSeed } from '../../mesh/sim/run.ts';
 
@@ -6,8 +6,8 @@ import { LIVENESS_TICKS_MAX, runSeed } from '../../mesh/sim/run.ts';
 // first of the campaign and is logged in full. SIM_SEEDS changes how many runs follow.
 const envSeed = process.env.SEED;
 const base = envSeed !== undefined ? Number(envSeed) : Math.floor(Math.random() * 1_000_000_000);
-// 700 keeps this file near 40 s on a shared 2-core machine; `bun run sim --seeds N` runs more.
-const count = Number(process.env.SIM_SEEDS ?? 700);
+// 1,000 runs keep this file near a minute on a 2-core machine; `bun run sim --seeds N` runs more.
+const count = Number(process.env.SIM_SEEDS ?? 1000);
 const batches = 10;
 console.log(`sim seeds ${base}..${base + count - 1} (replay: SEED=${base} bun test test/sim)`);
 
