@@ -1,6 +1,6 @@
 // Library discovery: search order, the explicit path being authoritative, pip wheel layouts, and the typed error that lists every path tried and why it failed.
 import { describe, expect, test } from 'bun:test';
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CUDART_SPEC, defaultSitePackages, findCudart, findNccl, libraryCandidates, NCCL_SPEC } from '../../ffi/discovery.ts';
@@ -62,6 +62,7 @@ describe('pip wheel locations', () => {
     const venv = mkdtempSync(join(tmpdir(), 'rankmesh-venv-'));
     mkdirSync(join(venv, 'lib', 'python3.12', 'site-packages'), { recursive: true });
     const sites = defaultSitePackages({ VIRTUAL_ENV: venv });
+    rmSync(venv, { recursive: true, force: true });
     expect(sites).toContain(join(venv, 'lib', 'python3.12', 'site-packages'));
     if (Bun.which('python3') !== null) expect(sites.length).toBeGreaterThan(1);
   });
@@ -83,6 +84,7 @@ describe('finding real libraries', () => {
     mkdirSync(join(site, 'nvidia', 'nccl', 'lib'), { recursive: true });
     copyFileSync(fake.path, join(site, 'nvidia', 'nccl', 'lib', 'libnccl.so.2'));
     const found = findNccl({ env: { NCCL_HOME: bogusHome }, sitePackages: [site], systemDirs: [] });
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
     expect(found.source).toBe('pip');
     expect(found.path).toBe(join(site, 'nvidia', 'nccl', 'lib', 'libnccl.so.2'));
     expect(found.rejected[0]).toMatchObject({ path: join(bogusHome, 'lib', 'libnccl.so.2'), source: 'NCCL_HOME' });

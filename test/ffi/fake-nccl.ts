@@ -1,7 +1,7 @@
 // Builds the stand-in libnccl (fixtures/fake-nccl.c) with gcc into a temp dir and binds its
 // recording hooks, plus a host-memory DeviceMemory whose streams are the fake's streams.
 import { dlopen, FFIType, toArrayBuffer, type Pointer } from 'bun:ffi';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DeviceMemory } from '../../ffi/comm/nccl.ts';
@@ -66,6 +66,8 @@ export function buildFakeNccl(variant: FakeVariant = {}): FakeNccl {
   const cached = built.get(key);
   if (cached !== undefined) return cached;
   const home = mkdtempSync(join(tmpdir(), 'rankmesh-fake-nccl-'));
+  // The library stays mapped after its file is gone, so the directory can go when the run ends.
+  process.once('exit', () => rmSync(home, { recursive: true, force: true }));
   mkdirSync(join(home, 'lib'));
   const path = join(home, 'lib', 'libnccl.so.2');
   const args = ['gcc', '-shared', '-fPIC', '-O1', `-DFAKE_VERSION=${version}`, '-o', path, SOURCE];

@@ -1,6 +1,6 @@
 // The CUDA expert kernels: moe.cu compiles with this host's nvcc (cached by source hash), the library loads and its symbols run through bun:ffi, and the CUDA ExpertBackend reports a missing driver cleanly; on a GPU host it matches the float32 CPU reference.
 import { describe, expect, test } from 'bun:test';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCudaRuntime } from '../../ffi/cuda/runtime.ts';
@@ -43,6 +43,7 @@ function weights(d: number, h: number, experts: number[]) {
 describe.if(nvccReason === null)('kernel build', () => {
   test('moe.cu compiles once, is reused while unchanged, and its symbols run', async () => {
     const outDir = mkdtempSync(join(tmpdir(), 'rankmesh-kernels-'));
+    process.once('exit', () => rmSync(outDir, { recursive: true, force: true }));
     const first = await buildExpertKernels({ outDir });
     expect(first.compiled).toBe(true);
     const second = await buildExpertKernels({ outDir });
