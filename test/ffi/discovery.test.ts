@@ -84,7 +84,7 @@ describe('finding real libraries', () => {
     mkdirSync(join(site, 'nvidia', 'nccl', 'lib'), { recursive: true });
     copyFileSync(fake.path, join(site, 'nvidia', 'nccl', 'lib', 'libnccl.so.2'));
     const found = findNccl({ env: { NCCL_HOME: bogusHome }, sitePackages: [site], systemDirs: [] });
-    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+    rmSync(root, { recursive: true, force: true });
     expect(found.source).toBe('pip');
     expect(found.path).toBe(join(site, 'nvidia', 'nccl', 'lib', 'libnccl.so.2'));
     expect(found.rejected[0]).toMatchObject({ path: join(bogusHome, 'lib', 'libnccl.so.2'), source: 'NCCL_HOME' });

@@ -1,7 +1,7 @@
 // Builds the stand-in libnccl (fixtures/fake-nccl.c) with gcc into a temp dir and binds its
 // recording hooks, plus a host-memory DeviceMemory whose streams are the fake's streams.
 import { dlopen, FFIType, toArrayBuffer, type Pointer } from 'bun:ffi';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DeviceMemory } from '../../ffi/comm/nccl.ts';
@@ -60,14 +60,35 @@ export interface FakeNccl {
 
 const built = new Map<string, FakeNccl>();
 
+/**
+ * Fake libraries live under one directory, a folder per test process; folders of processes
+ * that are gone are removed here, so runs do not pile up builds in the temp directory.
+ */
+function fakeRoot(): string {
+  const root = join(tmpdir(), 'rankmesh-fake-nccl');
+  mkdirSync(root, { recursive: true });
+  for (const name of readdirSync(root)) {
+    const pid = Number(name.split('-')[0]);
+    if (pid !== process.pid && !alive(pid)) rmSync(join(root, name), { recursive: true, force: true });
+  }
+  return root;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function buildFakeNccl(variant: FakeVariant = {}): FakeNccl {
   const version = variant.version ?? 23007;
   const key = `${version}-${variant.noScalable === true}`;
   const cached = built.get(key);
   if (cached !== undefined) return cached;
-  const home = mkdtempSync(join(tmpdir(), 'rankmesh-fake-nccl-'));
-  // The library stays mapped after its file is gone, so the directory can go when the run ends.
-  process.once('exit', () => rmSync(home, { recursive: true, force: true }));
+  const home = mkdtempSync(join(fakeRoot(), `${process.pid}-`));
   mkdirSync(join(home, 'lib'));
   const path = join(home, 'lib', 'libnccl.so.2');
   const args = ['gcc', '-shared', '-fPIC', '-O1', `-DFAKE_VERSION=${version}`, '-o', path, SOURCE];

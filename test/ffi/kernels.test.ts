@@ -43,7 +43,6 @@ function weights(d: number, h: number, experts: number[]) {
 describe.if(nvccReason === null)('kernel build', () => {
   test('moe.cu compiles once, is reused while unchanged, and its symbols run', async () => {
     const outDir = mkdtempSync(join(tmpdir(), 'rankmesh-kernels-'));
-    process.once('exit', () => rmSync(outDir, { recursive: true, force: true }));
     const first = await buildExpertKernels({ outDir });
     expect(first.compiled).toBe(true);
     const second = await buildExpertKernels({ outDir });
@@ -54,6 +53,7 @@ describe.if(nvccReason === null)('kernel build', () => {
     expect(k.forward(0, 0, 0, 0, 0, 0, 4, 4, 0)).toBe(0); // nothing to do
     if (gpuReason !== null) expect(rt.errorName(k.forward(0, 0, 0, 0, 0, 1, 4, 4, 0))).toBe('cudaErrorInsufficientDriver');
     k.close();
+    rmSync(outDir, { recursive: true, force: true });
   }, 120_000);
 });
 
