@@ -29,12 +29,14 @@ const without = (rank: number) => (r: LogRecord) => r.msg === 'view committed' &
 /** A committed view with every one of `n` ranks active. */
 const full = (n: number) => (r: LogRecord) => r.msg === 'view committed' && maskOf(r) === (1n << BigInt(n)) - 1n;
 
-interface DetectRow { nodes: number; mode: 'kill' | 'hang'; trials: number[] }
+interface DetectRow { nodes: number; mode: 'kill' | 'hang'; trials: number[]; failure?: string }
 const detectRows: DetectRow[] = [];
 
 for (const n of list(opts.sizes)) {
   process.stderr.write(`detection: starting ${n} node processes\n`);
   const cluster = await ProcCluster.start({ nodes: n });
+  let mode: 'kill' | 'hang' = 'kill';
+  let trials: number[] = [];
   try {
     // Formation on one 2-core machine is bounded by the N·(N−1) connection handshakes of a
     // fully connected mesh, not by the protocol: give large N the time it needs.
@@ -43,8 +45,8 @@ for (const n of list(opts.sizes)) {
     process.stderr.write(`  N=${n}: first view at every node after ${((Date.now() - formStartedAtMs) / 1000).toFixed(1)} s (processes)\n`);
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
-    for (const mode of ['kill', 'hang'] as const) {
-      const trials: number[] = [];
+    for (mode of ['kill', 'hang'] as const) {
+      trials = [];
       for (let t = 0; t < Number(opts.trials); t++) {
         const victim = cluster.nodes[(t * 7 + 1) % n]!;
         const survivors = cluster.nodes.filter((x) => x !== victim);
@@ -72,6 +74,11 @@ for (const n of list(opts.sizes)) {
       }
       detectRows.push({ nodes: n, mode, trials });
     }
+  } catch (err) {
+    // A size that does not converge is a result too: report it rather than lose the others.
+    const failure = (err as Error).message;
+    process.stderr.write(`  N=${n} ${mode}: ${failure}\n`);
+    detectRows.push({ nodes: n, mode, trials, failure });
   } finally {
     await cluster.stop();
   }
@@ -153,7 +160,10 @@ console.log('| nodes | fault | trials | p50 s | max s | memberlist LAN default |
 console.log('|---|---|---|---|---|---|---|');
 for (const row of detectRows) {
   const fault = row.mode === 'kill' ? 'kill -9 (sockets close)' : 'SIGSTOP (silent hang)';
-  console.log(`| ${row.nodes} | ${fault} | ${row.trials.length} | ${median(row.trials).toFixed(3)} | ${Math.max(...row.trials).toFixed(3)} | ~5 s or more | 5 s |`);
+  const p50 = row.trials.length > 0 ? median(row.trials).toFixed(3) : '–';
+  const max = row.trials.length > 0 ? Math.max(...row.trials).toFixed(3) : '–';
+  const failed = row.failure === undefined ? '' : ` (then: ${row.failure})`;
+  console.log(`| ${row.nodes} | ${fault}${failed} | ${row.trials.length} | ${p50} | ${max} | ~5 s or more | 5 s |`);
 }
 if (hogRow) {
   console.log(`\nfalse suspicions beside a CPU hog (2 busy loops on 2 cores)`);
@@ -170,7 +180,7 @@ if (formRows.length > 0) {
 console.log('');
 // The target is the issue's: a killed node. A silent hang has no target; its row is above.
 for (const row of detectRows.filter((r) => r.mode === 'kill')) {
-  const p50 = median(row.trials);
+  const p50 = row.trials.length > 0 && row.failure === undefined ? median(row.trials) : Number.POSITIVE_INFINITY;
   console.log(`bench membership: ${p50.toFixed(3)} s p50 kill-to-view at N=${row.nodes} (target <= ${detectTargetS}) ${p50 <= detectTargetS ? 'ok' : 'short'}`);
 }
 if (hogRow) {
