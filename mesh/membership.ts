@@ -225,9 +225,16 @@ export class Membership {
     return true;
   }
 
-  /** The result of a direct probe this node asked for. */
-  probeResult(view: View, peer: string, ok: boolean, now: number): void {
+  /**
+   * The result of a direct probe this node asked for. `conclusive` says whether a failure
+   * proves the process gone (its host refused the connection) or may be load or loss (a
+   * timeout). A silent peer is reported on any failure; a peer probed only on evidence (its
+   * connection closed while it kept talking) is reported only on a conclusive one — otherwise
+   * the evidence is dropped and silence decides, as for any peer.
+   */
+  probeResult(view: View, peer: string, ok: boolean, now: number, conclusive = true): void {
     if (!this.probes.has(peer)) return;
+    const evidence = this.evidenceProbes.has(peer);
     this.probes.delete(peer);
     this.evidenceProbes.delete(peer);
     const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
@@ -235,7 +242,7 @@ export class Membership {
     if (ok) {
       // The peer answered directly: its gossip is lost, not its process. Suspicion starts over.
       this.probedOkTick.set(peer, now);
-    } else {
+    } else if (conclusive || !evidence) {
       this.report(inc);
     }
   }

@@ -352,9 +352,13 @@ export class RawNode {
     if (this.membership.suspectNow(view, peer, this.now)) this.actions.push({ kind: 'probe', peer });
   }
 
-  probeResult(peer: string, ok: boolean): void {
+  /**
+   * The answer to a {kind:'probe'} action. `conclusive` (default true): a failure proves the
+   * process gone (connection refused), not merely slow or unreachable (a timeout).
+   */
+  probeResult(peer: string, ok: boolean, conclusive = true): void {
     if (!this.currentView) return;
-    this.membership.probeResult(this.currentView, peer, ok, this.now);
+    this.membership.probeResult(this.currentView, peer, ok, this.now, conclusive);
     if (this.membership.takeNewReports()) this.gossip(this.heartbeat());
   }
 

@@ -34,6 +34,8 @@ export interface SimNode {
   readyAtTick: number;
   /** The simulated engine of this incarnation (a restart starts a fresh one). */
   engine: SimEngine;
+  /** How the node last went down: a dead process's host refuses probes, a dead host does not. */
+  crashedHow?: 'process' | 'host';
 }
 
 export interface SimEngine {
@@ -59,7 +61,7 @@ function freshEngine(): SimEngine {
 
 type Event =
   | { kind: 'msg'; from: string; to: string; msg: Message }
-  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean }
+  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean; conclusive: boolean }
   /** The node's transport saw its connection to `peer` close (evidence, not proof). */
   | { kind: 'disconnect'; node: string; bootId: string; peer: string };
 
@@ -133,6 +135,7 @@ export class SimCluster {
    */
   crash(peerId: string, how: 'process' | 'host' = 'process'): void {
     this.node(peerId).core = null;
+    this.node(peerId).crashedHow = how;
     if (how === 'process') for (const other of this.liveNodes()) this.disconnect(other.peerId, peerId);
   }
 
@@ -268,7 +271,7 @@ export class SimCluster {
     if (ev.kind === 'probe') {
       const n = this.node(ev.node);
       if (!n.core || n.bootId !== ev.bootId) return;
-      n.core.probeResult(ev.peer, ev.ok);
+      n.core.probeResult(ev.peer, ev.ok, ev.conclusive);
       return this.drain(n);
     }
     const n = this.node(ev.to);
@@ -322,7 +325,11 @@ export class SimCluster {
   private probe(n: SimNode, peer: string): void {
     const target = this.nodes.get(peer);
     const rt = this.network.roundTrip(n.peerId, peer);
-    this.schedule(this.step + rt.steps, { kind: 'probe', node: n.peerId, bootId: n.bootId, peer, ok: rt.ok && !!target?.core });
+    // A dead process's host refuses the connection (conclusive); a crashed host, a cut link or
+    // a lost packet only lets the probe time out.
+    const refused = rt.ok && !!target && !target.core && target.crashedHow === 'process';
+    const ok = rt.ok && !!target?.core;
+    this.schedule(this.step + rt.steps, { kind: 'probe', node: n.peerId, bootId: n.bootId, peer, ok, conclusive: ok || refused });
   }
 
   private schedule(at: number, ev: Event): void {

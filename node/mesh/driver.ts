@@ -179,9 +179,9 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
           if (this.state.code !== 'started') return;
           if (!result.ok) {
             this.counters.probeFailures++;
-            this.options.log.info({ peer, error: result.error }, 'probe failed');
+            this.options.log.info({ peer, error: result.error, refused: result.refused }, 'probe failed');
           }
-          this.core.probeResult(peer, result.ok);
+          this.core.probeResult(peer, result.ok, result.ok || result.refused);
           this.drain();
         });
         return;

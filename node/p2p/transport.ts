@@ -34,7 +34,8 @@ export interface TransportOptions {
 /** Receives a gossip message whose signature verified; `fromPeerId` is its signer. */
 export type GossipHandler = (fromPeerId: string, bytes: Uint8Array) => void;
 
-export type PingResult = { ok: true; rttMs: number } | { ok: false; error: string };
+/** `refused`: the peer's host refused the connection — its process is not running. */
+export type PingResult = { ok: true; rttMs: number } | { ok: false; error: string; refused: boolean };
 
 export type PeerEvent = { type: 'connect' | 'disconnect'; peerId: string };
 
@@ -207,14 +208,15 @@ export class Transport {
 
   /** Round-trip time to `peerId` over libp2p ping, dialling it if needed. */
   async ping(peerId: string, options: { timeoutMs?: number } = {}): Promise<PingResult> {
-    if (this.state.code !== 'started') return { ok: false, error: 'transport is not started' };
-    if (this.gate.isBlocked(peerId)) return { ok: false, error: `peer ${peerId} is blocked` };
+    if (this.state.code !== 'started') return { ok: false, error: 'transport is not started', refused: false };
+    if (this.gate.isBlocked(peerId)) return { ok: false, error: `peer ${peerId} is blocked`, refused: false };
     const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
     try {
       const rttMs = await this.node.services.ping.ping(parsePeerId(peerId), { signal: AbortSignal.timeout(timeoutMs) });
       return { ok: true, rttMs };
     } catch (err) {
-      return { ok: false, error: (err as Error).message };
+      const error = (err as Error).message;
+      return { ok: false, error, refused: /ECONNREFUSED/.test(error) };
     }
   }
 

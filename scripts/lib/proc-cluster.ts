@@ -87,12 +87,19 @@ export class ProcCluster {
     void collect(child.stderr as ReadableStream<Uint8Array>, logs);
   }
 
-  /** Resolves with the first log record of `node` that matches, or rejects after timeoutMs. */
+  /**
+   * Resolves with the first log record of `node` that matches; rejects after timeoutMs, or at
+   * once if the node's process has exited (with its last log lines, so the cause is visible).
+   */
   async waitForLog(node: ProcNode, match: (r: LogRecord) => boolean, timeoutMs: number, from = 0): Promise<LogRecord> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const logs = node.logs;
       for (let i = from; i < logs.length; i++) if (match(logs[i]!)) return logs[i]!;
+      if (node.process.exitCode !== null && node.process.signalCode === null) {
+        const tail = logs.slice(-3).map((r) => r.msg).join(' | ');
+        throw new Error(`${node.name} exited with code ${node.process.exitCode}: ${tail}`);
+      }
       if (performance.now() > deadline) throw new Error(`${node.name}: no matching log line within ${timeoutMs} ms`);
       await Bun.sleep(20);
     }

@@ -213,6 +213,28 @@ describe('connection-loss evidence', () => {
     for (const p of f.peers) expect(viewOf(f, p)).toEqual(before);
   });
 
+  test('a probe on evidence that times out (not refused) reports nobody; a refused one does', () => {
+    const f = formed(5, 53);
+    const core = f.cluster.node('p1').core!;
+    const liveness = (peer: string) => core.members().find((m) => m.peerId === peer)?.liveness;
+    const drain = () => {
+      while (core.hasReady()) {
+        core.ready();
+        core.advance();
+      }
+    };
+    core.peerDisconnected('p2');
+    drain();
+    core.probeResult('p2', false, false);
+    drain();
+    expect(liveness('p2')).toBe('alive');
+    core.peerDisconnected('p3');
+    drain();
+    core.probeResult('p3', false, true);
+    drain();
+    expect(liveness('p3')).toBe('reported');
+  });
+
   test('a killed process (sockets closed) is removed sooner than a host that went silent', () => {
     const ticksToRemove = (how: 'process' | 'host'): number => {
       const f = formed(5, 52);
