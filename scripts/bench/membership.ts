@@ -22,7 +22,6 @@ const opts = new Command('membership')
 
 const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
 const detectTargetS = 1.0;
-const committed = (epoch: number) => (r: LogRecord) => r.msg === 'view committed' && r.epoch === epoch;
 const maskOf = (r: LogRecord): bigint => BigInt(`0x${String(r.mask)}`);
 /** A committed view in which `rank` is empty. */
 const without = (rank: number) => (r: LogRecord) => r.msg === 'view committed' && ((maskOf(r) >> BigInt(rank)) & 1n) === 0n;
@@ -41,7 +40,7 @@ for (const n of list(opts.sizes)) {
     // Formation on one 2-core machine is bounded by the N·(N−1) connection handshakes of a
     // fully connected mesh, not by the protocol: give large N the time it needs.
     const formStartedAtMs = Date.now();
-    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 300_000)));
+    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, full(n), 300_000)));
     process.stderr.write(`  N=${n}: first view at every node after ${((Date.now() - formStartedAtMs) / 1000).toFixed(1)} s (processes)\n`);
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
@@ -106,7 +105,7 @@ if (hogSeconds > 0) {
   const cluster = await ProcCluster.start({ nodes: n });
   const hogs: ReturnType<typeof Bun.spawn>[] = [];
   try {
-    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, committed(1), 120_000)));
+    await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, full(n), 120_000)));
     const marks = cluster.nodes.map((node) => node.logs.length);
     for (let i = 0; i < 2; i++) hogs.push(Bun.spawn([process.execPath, '-e', 'for(;;){}'], { stdout: 'ignore', stderr: 'ignore' }));
     const endAtMs = Date.now() + hogSeconds * 1000;
