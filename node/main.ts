@@ -23,6 +23,20 @@ async function main(): Promise<number> {
   // A stray rejection inside a library (an aborted dial, a closed stream) is logged, not fatal:
   // the node keeps serving, and the mesh above it decides whether the peer is healthy.
   process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
+  // The same for an error a library emits on a socket or stream nobody listens to (an aborted
+  // dial, a reset connection): Bun would end the process for it. A burst of them means the
+  // process is broken rather than its network unlucky, and then it exits.
+  const uncaught = { windowStartMs: Date.now(), count: 0 };
+  process.on('uncaughtException', (err) => {
+    const nowMs = Date.now();
+    if (nowMs - uncaught.windowStartMs > 60_000) Object.assign(uncaught, { windowStartMs: nowMs, count: 0 });
+    uncaught.count += 1;
+    log.error({ err }, 'uncaught exception in a callback; the node keeps running');
+    if (uncaught.count > 100) {
+      log.fatal({ count: uncaught.count }, 'more than 100 uncaught exceptions in a minute; exiting');
+      process.exit(1);
+    }
+  });
 
   const runtime = new Runtime(config, log);
   let node;

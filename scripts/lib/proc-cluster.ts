@@ -97,7 +97,7 @@ export class ProcCluster {
       const logs = node.logs;
       for (let i = from; i < logs.length; i++) if (match(logs[i]!)) return logs[i]!;
       if (node.process.exitCode !== null && node.process.signalCode === null) {
-        const tail = logs.slice(-3).map((r) => r.msg).join(' | ');
+        const tail = logs.slice(-12).map((r) => r.msg).join('\n');
         throw new Error(`${node.name} exited with code ${node.process.exitCode}: ${tail}`);
       }
       if (performance.now() > deadline) throw new Error(`${node.name}: no matching log line within ${timeoutMs} ms`);
@@ -122,11 +122,12 @@ async function collect(stream: ReadableStream<Uint8Array>, into: LogRecord[]): P
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const line of lines) {
-      if (!line.startsWith('{')) continue;
+      if (line.trim() === '') continue;
       try {
         into.push(JSON.parse(line) as LogRecord);
       } catch {
-        // A partial or foreign line; benchmarks only read the node's JSON records.
+        // Not a log record (a crash's stack trace, a runtime warning): kept as text.
+        into.push({ time: Date.now(), msg: `[raw] ${line}` });
       }
     }
   }
