@@ -178,9 +178,13 @@ export class Runtime {
       addresses: () => transport.addresses(),
       connectedPeers: () => transport.connectedPeers(),
     };
-    const app = createApp({ info, db: this.storage.db, token, log: log.child({ component: 'http' }) });
-    app.route('/', meshRoutes(core, config.tickMs));
-    app.route('/', rankRoutes(this.rankRef));
+    const app = createApp({
+      info,
+      db: this.storage.db,
+      token,
+      log: log.child({ component: 'http' }),
+      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef)],
+    });
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
     const httpUrl = `http://${hostname}:${this.server.port}`;
     return { peerId, bootId, httpUrl, addresses: transport.addresses(), dataDir, tokenFile, keyFile, starts: start.starts };

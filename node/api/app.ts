@@ -13,14 +13,18 @@ export interface AppDeps {
   db: Db;
   token: string;
   log: Logger;
+  /** Route modules of the running node's other parts (mesh, rank), mounted after the base ones. */
+  routes?: readonly Hono[];
 }
 
-/** Later route modules are added with `.route('/', module(deps))` below. */
+/** Base routes are mounted here; the runtime passes the modules of its other parts in `routes`. */
 export function createApp(deps: AppDeps): Hono {
-  return new Hono()
+  const app = new Hono()
     .onError(errorHandler(deps.log))
     .notFound(notFound)
     .use('*', requireTokenForMutations(deps.token))
     .route('/', healthRoutes())
     .route('/', statusRoutes(deps.info, deps.db));
+  for (const module of deps.routes ?? []) app.route('/', module);
+  return app;
 }

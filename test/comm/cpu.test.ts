@@ -1,6 +1,7 @@
 // The CPU communicator over real loopback sockets: collectives, identical results on every
 // rank, the data plane's key and epoch checks, and aborts (peer loss, deadline, mismatch).
 import { afterEach, describe, expect, test } from 'bun:test';
+import { waitFor } from '../node/helpers.ts';
 import { readdirSync } from 'node:fs';
 import { CommSetupError, type CpuCommunicator, CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import { CommAbortedError } from '../../ffi/comm/communicator.ts';
@@ -108,7 +109,7 @@ describe('collectives', () => {
     const data = dataFor(0, 1_000_000);
     const sent = comms[0]!.broadcast(data, 0);
     // Rank 1 has not called broadcast yet: its link stops reading at the limit.
-    await waitFor(() => nodes[1]!.stats().readPauses >= 1);
+    await waitUntil(() => nodes[1]!.stats().readPauses >= 1);
     const got = await comms[1]!.broadcast(new Float32Array(data.length), 0);
     await sent;
     expect(sameBytes(got, data)).toBe(true);
@@ -233,7 +234,7 @@ describe('authentication and epochs', () => {
     expect(err?.message).toContain(`serves mesh ${meshId}`);
     const socket = await Bun.connect({ hostname: nodes[0]!.hostname, port: nodes[0]!.port, socket: { data() {} } });
     socket.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
-    await waitFor(() => nodes[0]!.stats().refusedProtocol === 1);
+    await waitUntil(() => nodes[0]!.stats().refusedProtocol === 1);
     socket.end();
   });
 });
@@ -286,7 +287,7 @@ describe('aborts', () => {
     open.push(...comms, nodes[0]!, nodes[1]!);
     await nodes[2]!.close();
     // Rank 0 receives from rank 2 and rank 1 sends to it: both learn without calling anything.
-    await waitFor(() => comms[0]!.aborted !== null && comms[1]!.aborted !== null);
+    await waitUntil(() => comms[0]!.aborted !== null && comms[1]!.aborted !== null);
     expect(comms[0]!.aborted).toContain('from mesh rank 2 closed');
     expect(comms[1]!.aborted).toContain('to mesh rank 2 closed');
   });
@@ -332,7 +333,7 @@ describe('aborts', () => {
     expect(socketCount()).toBeGreaterThan(before);
     await closeAll(comms);
     await Promise.all(nodes.map((n) => n.close()));
-    await waitFor(() => socketCount() === before);
+    await waitUntil(() => socketCount() === before);
   });
 });
 
@@ -349,10 +350,4 @@ function socketCount(): number {
   return n;
 }
 
-async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await Bun.sleep(5);
-  }
-}
+const waitUntil = (cond: () => boolean): Promise<void> => waitFor('the condition', cond, 3000);

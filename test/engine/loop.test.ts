@@ -2,6 +2,7 @@
 // single-rank run, dummy steps keep an idle rank in lockstep, an abort keeps the queue for
 // the next communicator, and the per-iteration hook runs only when flagged.
 import { afterEach, describe, expect, test } from 'bun:test';
+import { waitFor } from '../node/helpers.ts';
 import type { CpuCommunicator, CpuDataPlane } from '../../ffi/comm/cpu.ts';
 import type { EngineResult } from '../../node/engine/engine.ts';
 import { createEngineLoop, type EngineLoop, type IterationStats, type LoopControl, QueueFullError, RequestRejectedError } from '../../node/engine/loop.ts';
@@ -72,7 +73,7 @@ describe('engine loop', () => {
     // Every rank took part in every stepping iteration: steps and dummies line up (a rank
     // may still be finishing the last one when the final result arrives elsewhere).
     const stepping = () => ranks.map((x) => x.stats.filter((s) => s.kind !== 'idle').length);
-    await waitFor(() => new Set(stepping()).size === 1);
+    await waitUntil(() => new Set(stepping()).size === 1);
     expect(stepping()[0]).toBeGreaterThanOrEqual(Math.ceil(30 / 3 / 4));
     expect(ranks.every((x) => x.engine.exportState().iteration === ranks[0]!.engine.exportState().iteration)).toBe(true);
   });
@@ -85,7 +86,7 @@ describe('engine loop', () => {
     expect(results.map((r) => r.id)).toEqual(reqs.map((q) => q.id));
     // Batches of 4: two steps on rank 1, matched by two dummy steps on ranks 0 and 2 (whose
     // second dummy step may still be finishing when rank 1's results arrive).
-    await waitFor(() => ranks[0]!.loop.stats().dummy === 2 && ranks[2]!.loop.stats().dummy === 2);
+    await waitUntil(() => ranks[0]!.loop.stats().dummy === 2 && ranks[2]!.loop.stats().dummy === 2);
     expect(ranks[1]!.loop.stats().step).toBe(2);
     expect(ranks[1]!.loop.stats().dummy).toBe(0);
     expect(ranks[0]!.loop.stats()).toMatchObject({ step: 0, dummy: 2 });
@@ -103,7 +104,7 @@ describe('engine loop', () => {
     const comm0 = ranks[0]!.loop.communicator;
     comm0.abort('view change');
     for (const x of ranks) x.loop.start();
-    await waitFor(() => ranks.every((x) => x.loop.status.code === 'aborted'));
+    await waitUntil(() => ranks.every((x) => x.loop.status.code === 'aborted'));
     expect(ranks[0]!.aborts[0]).toContain('view change');
     expect(ranks.reduce((a, x) => a + x.loop.queueLength, 0)).toBe(6);
     // The next epoch's communicators, on the same data planes.
@@ -128,10 +129,10 @@ describe('engine loop', () => {
     };
     const { ranks } = await cluster(2, control);
     for (const x of ranks) x.loop.start();
-    await waitFor(() => ranks[0]!.stats.length >= 5);
+    await waitUntil(() => ranks[0]!.stats.length >= 5);
     expect(runs).toBe(0);
     control.pending = true;
-    await waitFor(() => runs === 1 && ranks[0]!.stats.length >= 10);
+    await waitUntil(() => runs === 1 && ranks[0]!.stats.length >= 10);
     expect(runs).toBe(1);
   });
 
@@ -149,7 +150,7 @@ describe('engine loop', () => {
     const { ranks } = await cluster(1);
     const loop = ranks[0]!.loop;
     loop.start();
-    await waitFor(() => ranks[0]!.stats.length >= 3);
+    await waitUntil(() => ranks[0]!.stats.length >= 3);
     const t0 = performance.now();
     await loop.submit(requests(1, 'wake')[0]!);
     expect(performance.now() - t0).toBeLessThan(1000);
@@ -162,10 +163,4 @@ describe('engine loop', () => {
   });
 });
 
-async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await Bun.sleep(5);
-  }
-}
+const waitUntil = (cond: () => boolean): Promise<void> => waitFor('the condition', cond, 5000);

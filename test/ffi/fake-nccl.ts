@@ -2,6 +2,7 @@
 // recording hooks, plus a host-memory DeviceMemory whose streams are the fake's streams.
 import { dlopen, FFIType, toArrayBuffer, type Pointer } from 'bun:ffi';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { processAlive } from '../node/helpers.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DeviceMemory } from '../../ffi/comm/nccl.ts';
@@ -69,18 +70,9 @@ function fakeRoot(): string {
   mkdirSync(root, { recursive: true });
   for (const name of readdirSync(root)) {
     const pid = Number(name.split('-')[0]);
-    if (pid !== process.pid && !alive(pid)) rmSync(join(root, name), { recursive: true, force: true });
+    if (pid !== process.pid && !processAlive(pid)) rmSync(join(root, name), { recursive: true, force: true });
   }
   return root;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export function buildFakeNccl(variant: FakeVariant = {}): FakeNccl {

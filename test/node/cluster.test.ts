@@ -3,19 +3,10 @@
 import { afterAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
 import { freePort, isPortFree } from '../../scripts/lib/ports.ts';
-import { repoRoot, tempDir, waitFor } from './helpers.ts';
+import { processAlive as alive, repoRoot, tempDir, waitFor } from './helpers.ts';
 
 const dir = tempDir();
 afterAll(() => dir.remove());
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The first of `count` consecutive free ports. */
 async function freeRun(count: number): Promise<number> {
