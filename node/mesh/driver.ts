@@ -4,7 +4,7 @@
 // The simulator in mesh/sim/ is the other driver of the same core.
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Action, RawNode, View } from '../../mesh/rawnode.ts';
+import type { Action, BarrierResult, CommandKind, LifecycleState, RawNode, View } from '../../mesh/rawnode.ts';
 import { decode, encode, type Message } from '../../mesh/wire.ts';
 import type { Transport } from '../p2p/transport.ts';
 import type { CoreStore } from './store.ts';
@@ -24,10 +24,37 @@ export interface MeshDriverOptions {
   directTimeoutMs: number;
 }
 
+export type LifecycleAction = Extract<Action, { kind: 'lifecycle' }>;
+export type BarrierAborted = Extract<Action, { kind: 'barrierAborted' }>;
+export type CommandDropped = Extract<Action, { kind: 'commandDropped' }>;
+
 export interface MeshDriverEvents {
   view: [view: View];
   closed: [view: View];
+  /** This node's agreed lifecycle state changed (atMs: wall clock when the driver saw it). */
+  lifecycle: [change: LifecycleAction, atMs: number];
+  /** A barrier completed here (control rounds included). */
+  barrier: [result: BarrierResult];
+  barrierAborted: [aborted: BarrierAborted];
+  /** A control round dropped an illegal command (identically at every rank). */
+  commandDropped: [dropped: CommandDropped];
 }
+
+/** A lifecycle change as the driver saw it, with wall-clock timing for operators. */
+export interface TimedTransition {
+  readonly state: LifecycleState;
+  readonly previous: LifecycleState;
+  readonly version: number;
+  readonly generation: number;
+  readonly epoch: number;
+  readonly via: LifecycleAction['via'];
+  readonly atMs: number;
+  /** Time spent in `previous` (since the last transition this driver saw), or null for the first. */
+  readonly previousMs: number | null;
+}
+
+/** Transitions the driver keeps for GET /v1/lifecycle. */
+const TIMED_TRANSITIONS_KEPT = 32;
 
 export type DriverStatus = { code: 'stopped' } | { code: 'started'; timer: ReturnType<typeof setInterval> };
 
@@ -53,6 +80,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   private offPeer: (() => void) | undefined;
   private handlerRegistered = false;
   private draining = false;
+  private readonly timed: TimedTransition[] = [];
 
   constructor(private readonly options: MeshDriverOptions) {
     super();
@@ -97,6 +125,35 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     this.unsubscribe = undefined;
     this.offPeer?.();
     this.offPeer = undefined;
+  }
+
+  /**
+   * Issues a lifecycle command at this node and sends it (see RawNode.command). Returns its
+   * id; throws LifecycleError on bad input, changing nothing.
+   */
+  command(kind: CommandKind, id?: string): string {
+    const cid = this.core.command(kind, id);
+    this.drain();
+    return cid;
+  }
+
+  /** This rank arrives at barrier `name` (see RawNode.arrive); the result comes as a 'barrier' event. */
+  arrive(name: string, payload: string, seq?: number): number {
+    const s = this.core.arrive(name, payload, seq);
+    this.drain();
+    return s;
+  }
+
+  /** This node finished its local part of transient state `state` (see RawNode.localDone). */
+  localDone(state: LifecycleState): boolean {
+    const done = this.core.localDone(state);
+    this.drain();
+    return done;
+  }
+
+  /** Lifecycle changes this driver saw, oldest first, with wall-clock timings. */
+  transitions(): readonly TimedTransition[] {
+    return [...this.timed];
   }
 
   private onTick(): void {
@@ -198,6 +255,42 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
       case 'closed': {
         this.options.log.info({ generation: action.view.generation, epoch: action.view.epoch }, 'mesh closed');
         this.emit('closed', action.view);
+        return;
+      }
+      case 'lifecycle': {
+        const last = this.timed.at(-1);
+        const timed: TimedTransition = {
+          state: action.state,
+          previous: action.previous,
+          version: action.version,
+          generation: action.generation,
+          epoch: action.epoch,
+          via: action.via,
+          atMs: nowMs,
+          previousMs: last === undefined ? null : nowMs - last.atMs,
+        };
+        this.timed.push(timed);
+        if (this.timed.length > TIMED_TRANSITIONS_KEPT) this.timed.shift();
+        this.options.log.info(
+          { state: action.state, previous: action.previous, version: action.version, epoch: action.epoch, via: action.via, previousMs: timed.previousMs },
+          'lifecycle state changed',
+        );
+        this.emit('lifecycle', action, nowMs);
+        return;
+      }
+      case 'barrierComplete': {
+        const { kind: _kind, ...result } = action;
+        this.emit('barrier', result);
+        return;
+      }
+      case 'barrierAborted': {
+        this.options.log.debug({ name: action.name, seq: action.seq, epoch: action.epoch }, 'barrier aborted by a view change');
+        this.emit('barrierAborted', action);
+        return;
+      }
+      case 'commandDropped': {
+        this.options.log.warn({ id: action.id, command: action.command, state: action.state, reason: action.reason }, 'control round dropped a command');
+        this.emit('commandDropped', action);
         return;
       }
     }
