@@ -46,8 +46,27 @@ export interface EngineLoopOptions {
   readonly onIteration?: (stats: IterationStats) => void;
   /** The communicator failed; the loop has stopped and kept its queue. */
   readonly onAbort?: (reason: string) => void;
-  /** Work that later layers run between iterations (pause, joiners, plans). */
+  /** Work that later layers run between iterations (joiners, plans). */
   readonly control?: LoopControl;
+  /** The mesh lifecycle (pause, suspend, resume, stop); absent: always running. */
+  readonly lifecycle?: LoopLifecycle;
+}
+
+/**
+ * How the loop follows the mesh lifecycle (Megatron's drain rule). While `draining` is set
+ * this rank starts no queued request; every iteration's all-reduce also carries "this rank
+ * is not draining", so when an iteration's maxima are (no work, nobody running) every rank
+ * learns in the same collective that the mesh is drained, and every rank parks there. No
+ * collective runs while parked, so `parked` may offload, reload or tear the engine down.
+ */
+export interface LoopLifecycle {
+  /** A plain field read once per iteration: true from PAUSING on. */
+  readonly draining: boolean;
+  /**
+   * Called when every rank is drained; the loop is parked until it resolves (the mesh runs
+   * again) or `stopping` resolves (the loop was asked to stop, e.g. for a view change).
+   */
+  parked(stopping: Promise<void>): Promise<void>;
 }
 
 /**
@@ -114,7 +133,10 @@ export class EngineLoop {
   private running: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private iterations = 0;
-  private readonly counts = { step: 0, dummy: 0, idle: 0 };
+  private readonly counts = { step: 0, dummy: 0, idle: 0, parked: 0 };
+  /** Settles when stop() is called; renewed on start. */
+  private stopping = Promise.withResolvers<void>();
+  private parkedNow = false;
 
   constructor(options: EngineLoopOptions) {
     this.options = options;
@@ -139,9 +161,14 @@ export class EngineLoop {
     return this.comm;
   }
 
-  /** Iterations run so far, by kind. */
-  stats(): { readonly step: number; readonly dummy: number; readonly idle: number } {
+  /** Iterations run so far, by kind ('parked': times every rank was drained and the loop parked). */
+  stats(): { readonly step: number; readonly dummy: number; readonly idle: number; readonly parked: number } {
     return { ...this.counts };
+  }
+
+  /** Whether the loop is parked now (every rank drained; no collective in progress). */
+  get parked(): boolean {
+    return this.parkedNow;
   }
 
   /** Queues a request; the promise settles with its result. Refused at once when full or invalid. */
@@ -151,13 +178,15 @@ export class EngineLoop {
     if (this.queue.length >= this.queueCapacity) return Promise.reject(new QueueFullError(`queue holds ${this.queueCapacity} requests`));
     return new Promise<EngineResult>((resolve, reject) => {
       this.queue.push({ req, resolve, reject });
-      this.wake?.();
+      // A draining rank starts nothing new, so new work need not end its wait.
+      if (!this.options.lifecycle?.draining) this.wake?.();
     });
   }
 
   start(): void {
     if (this.running) return;
     this.stopRequested = false;
+    this.stopping = Promise.withResolvers<void>();
     this.status_ = { code: 'running' };
     this.running = this.run();
   }
@@ -169,6 +198,7 @@ export class EngineLoop {
    */
   async stop(): Promise<void> {
     this.stopRequested = true;
+    this.stopping.resolve();
     this.wake?.();
     await this.running;
   }
@@ -212,9 +242,26 @@ export class EngineLoop {
     }
 
     const comm = this.comm;
-    const hasWork = this.queue.length > 0 ? 1 : 0;
-    const anyWork = await comm.allReduce(new Int32Array([hasWork]), 'max', { deadlineMs: this.deadlineMs });
-    if (anyWork[0] === 0) {
+    const lifecycle = this.options.lifecycle;
+    const draining = lifecycle?.draining ?? false;
+    // A step finishes every request it starts, so a rank has in-flight work at the top of an
+    // iteration only as queued requests it may still start.
+    const hasWork = !draining && this.queue.length > 0 ? 1 : 0;
+    const maxima = await comm.allReduce(new Int32Array([hasWork, draining ? 0 : 1]), 'max', { deadlineMs: this.deadlineMs });
+    if (maxima[0] === 0 && maxima[1] === 0 && lifecycle !== undefined) {
+      // Every rank is draining and none has work: the same verdict on every rank, so every
+      // rank parks at this iteration and the collectives stay matched when they resume.
+      this.idleStreak = 0;
+      this.counts.parked += 1;
+      this.parkedNow = true;
+      try {
+        await lifecycle.parked(this.stopping.promise);
+      } finally {
+        this.parkedNow = false;
+      }
+      return;
+    }
+    if (maxima[0] === 0) {
       // Every rank sees the same sequence of maxima, so their idle waits grow in step.
       this.idleStreak += 1;
       await this.idleWait(Math.min(this.idleWaitMaxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1)));
@@ -254,7 +301,8 @@ export class EngineLoop {
   }
 
   private idleWait(waitMs: number): Promise<void> {
-    if (this.queue.length > 0 || this.stopRequested) return Promise.resolve();
+    const startable = this.queue.length > 0 && !this.options.lifecycle?.draining;
+    if (startable || this.stopRequested) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
