@@ -11,6 +11,12 @@ export interface CoreConfig {
   bootId: string;
   /** Ranks in the mesh. Every node of a mesh must be configured with the same value. */
   worldSize: number;
+  /**
+   * 'rank' (default): the node takes part in formation and may hold a rank or be a spare.
+   * 'gateway': it follows views and the lifecycle but never takes part in formation, never
+   * holds a rank, is never listed as a spare and never counts toward worldSize or quorum.
+   */
+  role?: NodeRole;
   /** Seed of this core's PRNG (back-off jitter, heartbeat phase). */
   seed: number;
   /** Ticks between two heartbeats. */
@@ -39,6 +45,9 @@ export interface CoreConfig {
   formSettleTicks?: number;
 }
 
+/** What a node may become in the mesh (see CoreConfig.role). */
+export type NodeRole = 'rank' | 'gateway';
+
 export type ResolvedConfig = Required<CoreConfig>;
 
 export const DEFAULT_TIMING = {
@@ -61,7 +70,8 @@ export class ConfigError extends Error {
 }
 
 export function resolveConfig(config: CoreConfig): ResolvedConfig {
-  const resolved: ResolvedConfig = { ...DEFAULT_TIMING, ...stripUndefined(config) } as ResolvedConfig;
+  const resolved: ResolvedConfig = { ...DEFAULT_TIMING, role: 'rank', ...stripUndefined(config) } as ResolvedConfig;
+  if (resolved.role !== 'rank' && resolved.role !== 'gateway') throw new ConfigError(`role must be 'rank' or 'gateway', got ${JSON.stringify(resolved.role)}`);
   const idPattern = /^[A-Za-z0-9._:+=-]+$/;
   if (!idPattern.test(resolved.meshId) || resolved.meshId.length > 128) throw new ConfigError(`bad meshId ${JSON.stringify(resolved.meshId)}`);
   if (!idPattern.test(resolved.self) || resolved.self.length > 128) throw new ConfigError(`bad self ${JSON.stringify(resolved.self)}`);

@@ -309,12 +309,13 @@ export class Membership {
       if (now - c.heardSinceTick < this.admitTicks(c)) return;
       outsiders.push(c);
     };
+    // Gateways route requests and never hold a rank: they are neither admitted nor spares.
     for (const info of this.peers.values()) {
-      if (info.role === 'forming' || !this.isAlive(info.peerId, now)) continue;
+      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now)) continue;
       if (info.generation !== view.generation || info.epoch !== view.epoch) continue;
       consider(info);
     }
-    consider({ ...self, peerId: self.peerId });
+    if (self.role !== 'gateway') consider({ ...self, peerId: self.peerId });
     outsiders.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
 
     const free: number[] = [];

@@ -549,7 +549,8 @@ export class RawNode {
 
   private tickForming(): void {
     const formation = this.formation;
-    if (!formation) return;
+    // A gateway never takes part in formation: it learns the first view by catch-up.
+    if (!formation || this.config.role === 'gateway') return;
     const self: FormCandidate = { peerId: this.config.self, bootId: this.config.bootId, rememberedRank: this.rememberedRank };
     const candidates: FormCandidate[] = [self];
     for (const p of this.membership.peers.values()) {
@@ -931,7 +932,7 @@ export class RawNode {
   private heartbeatFields() {
     const view = this.currentView;
     const phase = this.phase();
-    const role: Role = phase === 'closed' ? (this.rank() >= 0 ? 'member' : 'spare') : phase;
+    const role: Role = this.config.role === 'gateway' ? 'gateway' : phase === 'closed' ? (this.rank() >= 0 ? 'member' : 'spare') : phase;
     return {
       bootId: this.config.bootId,
       role,

@@ -54,7 +54,8 @@ const viewSchema = z
   })
   .refine((v) => v.ranks.length === v.worldSize, 'ranks must have worldSize entries');
 
-const roleSchema = z.enum(['forming', 'member', 'spare', 'outsider']);
+/** 'gateway': a node that routes requests and never holds a rank (see CoreConfig.role). */
+const roleSchema = z.enum(['forming', 'member', 'spare', 'outsider', 'gateway']);
 const lifecycleStateSchema = z.enum(LIFECYCLE_STATES);
 const commandKindSchema = z.enum(COMMAND_KINDS);
 
