@@ -22,6 +22,7 @@ import type { Config } from '../config.ts';
 import type { WarmUpProgress } from '../engine/engine.ts';
 import { createEngineLoop, type EngineLoop, QueueFullError } from '../engine/loop.ts';
 import { createReferenceEngine, type ReferenceEngine } from '../engine/reference.ts';
+import { LifecycleGate } from '../lifecycle/gate.ts';
 import type { MeshDriver } from '../mesh/driver.ts';
 import type { Transport } from '../p2p/transport.ts';
 import { BUILD_ATTEMPTS_MAX, type BuildAttempt, DataPlaneDirectory } from './directory.ts';
@@ -45,7 +46,7 @@ export interface RankHostOptions {
   readonly meshId: string;
   readonly self: Incarnation;
   /** Committed views come from here: `view` and `closed` events, and the core's current view. */
-  readonly driver: Pick<MeshDriver, 'on' | 'off' | 'core'>;
+  readonly driver: Pick<MeshDriver, 'on' | 'off' | 'core' | 'localDone'>;
   readonly transport: Pick<Transport, 'subscribe' | 'publish' | 'onPeer'>;
   /** The private network's pre-shared key; the data plane's key is derived from it. */
   readonly swarmKey: Uint8Array;
@@ -100,6 +101,8 @@ export class RankHost {
   private warmed = false;
   private progress: WarmUpProgress = { phase: 'cold', fraction: 0 };
   private loop: EngineLoop | undefined;
+  /** Carries the agreed lifecycle into the engine loop (drain, offload, reload, teardown). */
+  private gate: LifecycleGate | undefined;
   /** The epoch served now. Invariant: serving.comm is the loop's communicator while set. */
   private serving: Serving | null = null;
   private lastBuild: BuildAttempt | null = null;
@@ -156,6 +159,22 @@ export class RankHost {
       warmUpMs: settings.engineWarmUpMs,
     });
     this.engine = engine;
+    this.gate = new LifecycleGate({
+      driver: this.options.driver,
+      log,
+      work: {
+        offload: async () => {
+          if (engine.status === 'ready') await engine.offload();
+        },
+        reload: async () => {
+          if (engine.status === 'offloaded') await engine.reload();
+        },
+        teardown: async () => {
+          this.loop?.failQueued('the mesh is stopping (STOP)');
+          await engine.teardown();
+        },
+      },
+    });
     this.options.driver.on('view', this.onView);
     this.options.driver.on('closed', this.onView);
     const startedMs = performance.now();
@@ -184,6 +203,7 @@ export class RankHost {
     this.state = { code: 'stopping' };
     this.options.driver.off('view', this.onView);
     this.options.driver.off('closed', this.onView);
+    this.gate?.close();
     clearTimeout(this.retryTimer);
     // Cuts a wait for addresses or ring links short.
     this.dirty = true;
@@ -243,6 +263,8 @@ export class RankHost {
       const where = view === null ? 'there is no committed view yet' : view.closed ? `the mesh is closed (epoch ${view.epoch})` : `epoch ${view.epoch} gives it none`;
       throw new NoRankError(`this node holds no active rank: ${where}; send the request to a node that does (GET /v1/view)`);
     }
+    const lifecycle = this.options.driver.core.lifecycleState();
+    if (lifecycle === 'STOPPING' || lifecycle === 'STOPPED') throw new RankNotReadyError(`the mesh is ${lifecycle} (a STOP was issued); it takes no more requests`);
     const loop = this.loop;
     if (loop === undefined) {
       const why = this.warmed ? `building its first communicator (epoch ${target.epoch})` : `warming up (${this.progress.phase}, ${Math.round(this.progress.fraction * 100)}%)`;
@@ -403,6 +425,7 @@ export class RankHost {
         batchRequestsMax: settings.rankBatchRequestsMax,
         validate: (r) => engine.validateRequest(r),
         onAbort: (reason) => this.onLoopAbort(reason),
+        lifecycle: this.gate,
       });
       this.loop.start();
     } else {
