@@ -73,6 +73,17 @@ export const settings = {
   rankRetryMs: z.number().int().min(1).default(1000).describe('Back-off before a failed communicator build is tried again in an unchanged view'),
   rankRequestTimeoutMs: z.number().int().min(1).default(30_000).describe('POST /v1/rank/infer answers 504 when its result takes longer than this'),
   stopOnStdinEnd: z.boolean().default(false).describe('Stop when standard input closes, so a node never outlives the script that started it'),
+  role: z.enum(['rank', 'gateway']).default('rank').describe('rank: the node may hold a rank or be a spare; gateway: it joins the gossip and routes requests but never holds a rank nor counts toward worldSize or quorum'),
+  pipelines: z.array(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected pipeline names of 1-64 letters, digits, _ . : or -')).min(1).default(['default']).describe('Pipelines this node accepts requests for (POST /v1/generate refuses others)'),
+  ingressRankQueueCapacity: z.number().int().min(1).default(256).describe('Requests this node has forwarded or will forward to one rank, at most; when every rank is this full, new requests get 429'),
+  ingressRankConcurrency: z.number().int().min(1).default(64).describe('Forwards to one rank unanswered at once, at most; the rest wait in that rank\'s queue here'),
+  ingressHeldMax: z.number().int().min(1).default(1024).describe('New requests held while the mesh is paused or no rank serves, at most; more get 503'),
+  ingressForwardTimeoutMs: z.number().int().min(1).default(10_000).describe('A forward unanswered this long is sent again (the rank answers a repeated id once)'),
+  ingressRequestTimeoutMs: z.number().int().min(1).default(600_000).describe('A request not finished this long after it was accepted fails with reason deadline'),
+  ingressSyncWaitMs: z.number().int().min(1).default(30_000).describe('A sync POST /v1/generate waits this long for the result, then answers 202 with the id to poll'),
+  ingressInputTokensMax: z.number().int().min(1).max(65_536).default(4096).describe('Tokens in one request\'s input, at most (more: 413)'),
+  ingressDedupeEntries: z.number().int().min(1).default(4096).describe('Recent request ids a rank remembers with their result, so a repeated forward is answered without running again'),
+  ingressFinishedKeptMax: z.number().int().min(1).default(100_000).describe('Finished requests kept for GET /v1/requests/:id, at most; the oldest are deleted first'),
 } as const;
 
 export const configSchema = z.object(settings).strict();
