@@ -2,3 +2,4 @@
 // generate migrations into schema/migrations/; add a table by exporting it here.
 export * from './node.ts';
 export * from './mesh.ts';
+export * from './ingress.ts';
