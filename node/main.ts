@@ -53,6 +53,13 @@ async function main(): Promise<number> {
   if (node.tokenFile !== undefined) log.info({ tokenFile: node.tokenFile }, `bearer token for mutating routes is in ${node.tokenFile}`);
 
   const reason = await new Promise<string>((resolve) => {
+    // A STOP closed the mesh: the closed record keeps being gossiped for the grace period (so
+    // peers that missed the view learn it and exit too), then the process ends with 0.
+    void runtime.meshClosed.then(async (closed) => {
+      log.info({ generation: closed.generation, epoch: closed.epoch, graceMs: config.closedGraceMs }, 'the mesh is closed (STOP); exiting after the grace period');
+      await Bun.sleep(config.closedGraceMs);
+      resolve('the mesh closed');
+    });
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
     if (config.stopOnStdinEnd) {

@@ -10,6 +10,7 @@ import type { Config } from './config.ts';
 import { loadOrCreateIdentity, newBootId } from './identity.ts';
 import type { Logger } from './log.ts';
 import { type CoreConfig, RawNode } from '../mesh/rawnode.ts';
+import { controlRoutes } from './api/control.ts';
 import { meshRoutes } from './api/mesh.ts';
 import { rankRoutes } from './api/rank.ts';
 import { MeshDriver } from './mesh/driver.ts';
@@ -27,6 +28,12 @@ export type RuntimeStatus =
   | { code: 'starting' }
   | { code: 'started'; node: StartedNode }
   | { code: 'stopping' };
+
+/** The closed view a node learned of (STOP committed). */
+export interface ClosedMesh {
+  readonly generation: number;
+  readonly epoch: number;
+}
 
 /** What a started node is, for logs, tests and scripts. */
 export interface StartedNode {
@@ -48,6 +55,7 @@ export class Runtime {
   private server: Server<undefined> | undefined;
   private driverRef: MeshDriver | undefined;
   private rankRef: RankHost | undefined;
+  private readonly closed = Promise.withResolvers<ClosedMesh>();
 
   constructor(
     readonly config: Config,
@@ -56,6 +64,14 @@ export class Runtime {
 
   status(): RuntimeStatus {
     return this.state;
+  }
+
+  /**
+   * Settles when this node learns that its mesh closed (a STOP committed); `bun run node`
+   * then keeps gossiping the closed record for closedGraceMs and exits 0.
+   */
+  get meshClosed(): Promise<ClosedMesh> {
+    return this.closed.promise;
   }
 
   /** The libp2p transport; present once started. */
@@ -151,6 +167,7 @@ export class Runtime {
       probeTimeoutMs: config.probeTimeoutMs,
       directTimeoutMs: config.requestTimeoutMs,
     });
+    this.driverRef.once('closed', (view) => this.closed.resolve({ generation: view.generation, epoch: view.epoch }));
     await this.driverRef.start();
     const { hostname, port } = splitHostPort(config.httpAddr);
     this.rankRef = new RankHost({
@@ -183,7 +200,7 @@ export class Runtime {
       db: this.storage.db,
       token,
       log: log.child({ component: 'http' }),
-      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef)],
+      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef), controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs })],
     });
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
     const httpUrl = `http://${hostname}:${this.server.port}`;

@@ -1,5 +1,5 @@
 // HTTP errors are values with a status: routes throw ApiError (Hono's HTTPException) and one
-// handler turns every error into the same JSON shape, { error: { code, message } }.
+// handler turns every error into the same JSON shape, { error: { code, message, ...details } }.
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -10,6 +10,8 @@ export class ApiError extends HTTPException {
     status: ContentfulStatusCode,
     readonly code: string,
     message: string,
+    /** Extra fields for the error body (e.g. the lifecycle state and the commands allowed in it). */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(status, { message });
   }
@@ -17,7 +19,7 @@ export class ApiError extends HTTPException {
 
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context): Response => {
-    if (err instanceof ApiError) return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
+    if (err instanceof ApiError) return c.json({ error: { ...err.details, code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
     if (err instanceof HTTPException) return c.json({ error: { code: 'http', message: err.message } }, err.status as ContentfulStatusCode);
     log.error({ err, path: c.req.path }, 'unhandled error in HTTP route');
     return c.json({ error: { code: 'internal', message: 'internal error' } }, 500);
