@@ -651,12 +651,23 @@ export class RawNode {
     if (!view || !agreement) return;
     const body = msg.body;
     switch (body.type) {
-      case 'hb':
+      case 'hb': {
         if (body.digest !== this.currentDigest) this.reject('heartbeat with another view of this epoch');
-        else if (body.lc) this.heardLifecycle(from, view, body.lc);
+        else {
+          // Same view, so the sender's role is known exactly: a claim it does not hold is forged.
+          const forged = heartbeatForgery(view, from, body);
+          if (forged) return this.reject(forged);
+          if (body.lc && body.role === 'member') this.heardLifecycle(from, view, body.lc);
+        }
         return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
+      }
       case 'arrive': {
         if (!this.barrierSet) return this.reject('barrier arrival at a node without a rank');
+        // The transport authenticates the PeerId, not the process: a rank whose peer now runs
+        // another incarnation is dead, and the new process holds no rank to arrive with.
+        const heard = this.membership.peers.get(from)?.bootId;
+        const holder = view.ranks.find((h) => h?.peerId === from);
+        if (heard !== undefined && holder && heard !== holder.bootId) return this.reject('barrier arrival from a replaced incarnation');
         const refused = this.barrierSet.onArrive(from, body.name, body.seq, body.payload, this.now);
         return refused ? this.reject(refused) : undefined;
       }
@@ -674,6 +685,8 @@ export class RawNode {
       case 'accept':
         return agreement.onAccept(from, body.ballot, body.change, this.now);
       case 'decide':
+        // Only an acceptor of this epoch can have seen the quorum a decision claims.
+        if (!agreement.acceptors.has(from)) return this.reject('decision from a non-acceptor');
         return this.commit(body.change, false);
       case 'form':
         return this.reject('form message after formation');
@@ -923,7 +936,8 @@ export class RawNode {
       persist: () => {
         this.dirty = true;
       },
-      decided: (change) => this.commit(change, true),
+      // Only acceptors announce a decision; the others' announcements would be refused.
+      decided: (change) => this.commit(change, rankOfPeer(view, this.config.self) >= 0),
       jitter: () => this.prng.int(0, this.config.fallbackJitterTicks),
       count: (reason) => this.reject(reason),
     });
@@ -977,6 +991,21 @@ export class RawNode {
       lifecycle: this.lc,
     };
   }
+}
+
+/**
+ * Why a heartbeat of the receiver's own view is forged, or null. With the same view both ends
+ * derive the sender's role from (PeerId, bootId) alone, exactly as the sender's phase() does:
+ * a member holds a rank with that incarnation (and remembers that rank), a spare is listed as
+ * one, anyone else is an outsider.
+ */
+export function heartbeatForgery(view: View, from: string, hb: { bootId: string; role: Role; rememberedRank: number }): string | null {
+  const rank = view.ranks.findIndex((h) => h?.peerId === from && h.bootId === hb.bootId);
+  const spare = view.spares.some((s) => s.peerId === from && s.bootId === hb.bootId);
+  const held: Role = rank >= 0 ? 'member' : spare ? 'spare' : 'outsider';
+  if (hb.role !== held) return `heartbeat claims role ${hb.role}, sender is ${held === 'outsider' ? 'an' : 'a'} ${held} of the view`;
+  if (held === 'member' && hb.rememberedRank !== rank) return 'heartbeat claims another rank than its sender holds';
+  return null;
 }
 
 /** Orders (generation, epoch) pairs. */
