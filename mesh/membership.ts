@@ -329,17 +329,24 @@ export class Membership {
       placed.add(c.peerId);
       free.splice(free.indexOf(rank), 1);
     };
-    // 1. A returning peer gets its old rank back when that rank is free.
-    for (const c of outsiders) {
-      if (c.ready && free.includes(c.rememberedRank)) take(c.rememberedRank, c);
+    // A spare counts as ready only while this node hears that incarnation say so.
+    const readySpares = sparesAfter.filter((s) => {
+      const info = s.peerId === self.peerId ? self : this.peers.get(s.peerId);
+      return !!info && info.bootId === s.bootId && info.ready && (s.peerId === self.peerId || this.isAlive(s.peerId, now));
+    });
+    const rememberedOf = (peerId: string) => (peerId === self.peerId ? self.rememberedRank : (this.peers.get(peerId)?.rememberedRank ?? -1));
+    // 1. A returning peer gets its old rank back when that rank is free — before any spare is
+    // placed, and whether it came back as an outsider or waited as a spare while it warmed up
+    // (nvidia-resiliency-ext #325: early spares must not take a returning member's rank).
+    const returning = [...outsiders.filter((c) => c.ready), ...readySpares.map((s) => ({ ...s, rememberedRank: rememberedOf(s.peerId) }))];
+    returning.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
+    for (const c of returning) {
+      if (!placed.has(c.peerId) && free.includes(c.rememberedRank)) take(c.rememberedRank, c);
     }
     // 2. Ready spares fill the lowest free ranks, in peerId order.
-    for (const s of sparesAfter) {
-      const info = s.peerId === self.peerId ? self : this.peers.get(s.peerId);
+    for (const s of readySpares) {
       if (free.length === 0) break;
-      if (info && info.bootId === s.bootId && info.ready && (s.peerId === self.peerId || this.isAlive(s.peerId, now))) {
-        take(free[0] as number, s);
-      }
+      if (!placed.has(s.peerId)) take(free[0] as number, s);
     }
     // 3. Then ready joiners, in peerId order.
     for (const c of outsiders) {

@@ -367,6 +367,18 @@ export class RawNode {
     this.readyFlag = true;
   }
 
+  /**
+   * Leaves a closed mesh for its next generation: this node forms generation g + 1 of a mesh
+   * closed at generation g. An operator asks for this explicitly (a new mesh); a closed record
+   * alone never starts one. Returns false, changing nothing, unless the current view is closed.
+   */
+  startNextGeneration(): boolean {
+    const view = this.currentView;
+    if (!view?.closed) return false;
+    this.adoptGeneration(view.generation + 1);
+    return true;
+  }
+
   /** Propose closing the mesh; the close commits as a view change like any other. */
   requestClose(): void {
     this.closeRequested = true;

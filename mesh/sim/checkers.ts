@@ -22,12 +22,19 @@
  *    a rank's version never goes back, except a provisional one (restored or heard as a
  *    non-rank) that the ranks' first round replaces; STOPPED only with a closed view;
  *  - drain: the first node to reach PAUSED for a version finds no in-flight work on any live
- *    rank of its mask (PAUSED only after an iteration where no rank had work).
+ *    rank of its mask (PAUSED only after an iteration where no rank had work);
+ *  - join: an incarnation enters the mask by a view change (admission or spare promotion)
+ *    only after it reported ready, so no barrier or collective of a later epoch ever waits on
+ *    a warm-up; in an epoch's join step the state source holds a rank of that view, had
+ *    current state when the step began (it served continuously since it joined) and is not
+ *    the joiner itself; a step that adopts nothing ('fresh') happens only when no rank had
+ *    current state.
  */
 import { fastQuorum, quorumSize } from '../quorum.ts';
 import { formDigest } from '../forming.ts';
 import type { BarrierResult } from '../barrier.ts';
 import { isLegalStep } from '../lifecycle.ts';
+import type { JoinPlan } from '../join.ts';
 import type { Action, PersistentState } from '../rawnode.ts';
 import type { Message } from '../wire.ts';
 import {
@@ -77,6 +84,17 @@ export class Checkers {
   /** Versions whose PAUSED was already checked for drain: `${generation}:${version}`. */
   private readonly pausedChecked = new Set<string>();
   lifecycleSteps = 0;
+  /** Incarnations (`${peer}/${boot}`) that announced ready. */
+  private readonly readyIncs = new Set<string>();
+  /**
+   * Periods of current state per incarnation: from the epoch whose join step gave it state to
+   * the epoch of the view in which it saw it had lost its rank (undefined: still holds it).
+   */
+  private readonly stateSpans = new Map<string, { generation: number; from: number; to: number | undefined }[]>();
+  /** Admissions checked (ranks entered by view change) and join steps checked. */
+  admissions = 0;
+  joinSteps = 0;
+  adoptions = 0;
 
   /**
    * A node sends `msg` after persisting `stored`. Votes and formation acceptances count
@@ -135,7 +153,10 @@ export class Checkers {
     if (problem) throw new SafetyViolation(`invalid view ${key} committed by ${peerId}: ${problem}`);
     this.onMask(peerId, view, activeMask(view).toHex());
     if (view.epoch === 1) this.justifyFirst(peerId, view);
-    else this.justifyChange(peerId, view);
+    else {
+      this.justifyChange(peerId, view);
+      this.checkAdmissions(peerId, view);
+    }
     this.views.set(key, view);
     this.viewKeys.set(key, vkey);
     this.commits++;
@@ -244,6 +265,49 @@ export class Checkers {
     }
   }
 
+  /** An incarnation announced ready (its warm-up ended); only now may a view change give it a rank. */
+  onReady(peerId: string, bootId: string): void {
+    this.readyIncs.add(`${peerId}/${bootId}`);
+  }
+
+  /** An incarnation with current state saw a view (or none) that gives it no rank. */
+  onStateLost(peerId: string, bootId: string, view: View | null): void {
+    const span = this.stateSpans.get(`${peerId}/${bootId}`)?.at(-1);
+    if (span && span.to === undefined) span.to = view && view.generation === span.generation ? view.epoch : Number.MAX_SAFE_INTEGER;
+  }
+
+  /**
+   * Rank `rank` of `view` (held by peerId/bootId) passed the epoch's join step with `plan`;
+   * `source` is the holder of plan.source (null for 'fresh').
+   */
+  onJoinStep(peerId: string, bootId: string, view: View, rank: number, plan: JoinPlan, source: { peerId: string; bootId: string } | null): void {
+    this.checks++;
+    this.joinSteps++;
+    const inc = `${peerId}/${bootId}`;
+    const where = `${view.generation}:${view.epoch}`;
+    const holder = view.ranks[rank];
+    if (!holder || holder.peerId !== peerId || holder.bootId !== bootId) throw new SafetyViolation(`join: ${inc} ran the join step of ${where} for rank ${rank}, which it does not hold`);
+    if (plan.kind === 'fresh') {
+      view.ranks.forEach((h, r) => {
+        if (h && this.hadState(`${h.peerId}/${h.bootId}`, view)) throw new SafetyViolation(`join: ${inc} started ${where} fresh although rank ${r} (${h.peerId}/${h.bootId}) had current state`);
+      });
+    } else {
+      if (!source) throw new SafetyViolation(`join: ${inc} has a plan with source ${plan.source} but no holder`);
+      const src = `${source.peerId}/${source.bootId}`;
+      const recorded = view.ranks[plan.source];
+      if (!recorded || recorded.peerId !== source.peerId || recorded.bootId !== source.bootId) throw new SafetyViolation(`join: state source ${src} does not hold rank ${plan.source} of ${where}`);
+      if (!this.hadState(src, view)) throw new SafetyViolation(`join: ${inc} sources state in ${where} from ${src}, which had no current state (a joiner)`);
+      if (plan.kind === 'adopt' && plan.joiners.includes(rank)) {
+        if (plan.source === rank) throw new SafetyViolation(`join: ${inc} adopts state from itself in ${where}`);
+        this.adoptions++;
+      }
+    }
+    const spans = this.stateSpans.get(inc) ?? [];
+    const last = spans.at(-1);
+    if (!last || last.to !== undefined || last.generation !== view.generation) spans.push({ generation: view.generation, from: view.epoch, to: undefined });
+    this.stateSpans.set(inc, spans);
+  }
+
   /** The committed view with the highest (generation, epoch), if any. */
   latest(): View | null {
     let best: View | null = null;
@@ -251,6 +315,22 @@ export class Checkers {
       if (!best || v.generation > best.generation || (v.generation === best.generation && v.epoch > best.epoch)) best = v;
     }
     return best;
+  }
+
+  /** Whether `inc` had current state when the join step of `view` began. */
+  private hadState(inc: string, view: View): boolean {
+    return (this.stateSpans.get(inc) ?? []).some((s) => s.generation === view.generation && s.from < view.epoch && (s.to === undefined || s.to > view.epoch));
+  }
+
+  /** Every incarnation that holds a rank in `view` but did not in the view before reported ready first. */
+  private checkAdmissions(peerId: string, view: View): void {
+    const prev = this.views.get(`${view.generation}:${view.epoch - 1}`);
+    if (!prev) return;
+    view.ranks.forEach((h, r) => {
+      if (!h || prev.ranks.some((p) => p?.peerId === h.peerId && p.bootId === h.bootId)) return;
+      this.admissions++;
+      if (!this.readyIncs.has(`${h.peerId}/${h.bootId}`)) throw new SafetyViolation(`join: ${peerId} committed ${view.generation}:${view.epoch} with ${h.peerId}/${h.bootId} in rank ${r} before it reported ready`);
+    });
   }
 
   private justifyFirst(peerId: string, view: View): void {

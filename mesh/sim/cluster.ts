@@ -16,6 +16,7 @@ import type { Prng } from '../prng.ts';
 import type { View } from '../view.ts';
 import { type Message, decode, encode } from '../wire.ts';
 import type { Checkers } from './checkers.ts';
+import { type JoinCandidate, joinPlan } from '../join.ts';
 import { STEPS_PER_TICK, VirtualNetwork } from './network.ts';
 
 export type Timing = Omit<CoreConfig, 'meshId' | 'self' | 'bootId' | 'worldSize' | 'seed'>;
@@ -34,6 +35,8 @@ export interface SimNode {
   readyAtTick: number;
   /** The simulated engine of this incarnation (a restart starts a fresh one). */
   engine: SimEngine;
+  /** This incarnation announced ready (its warm-up ended). */
+  ready: boolean;
   /** How the node last went down: a dead process's host refuses probes, a dead host does not. */
   crashedHow?: 'process' | 'host';
 }
@@ -47,6 +50,16 @@ export interface SimEngine {
   /** The lifecycle version whose local work (offload, reload, teardown) is under way, and when it ends. */
   taskVersion: number;
   taskDoneTick: number;
+  /**
+   * The join step (node/rank/join.ts): state is current while the incarnation served
+   * continuously since it warmed up or adopted; it is lost with the rank.
+   */
+  hasState: boolean;
+  /** `${generation}:${epoch}` whose join step this engine passed ('' none). */
+  joinedKey: string;
+  /** hasState as this engine entered the join step of `enteredKey` (what it all-gathers). */
+  enteredKey: string;
+  enteredWithState: boolean;
 }
 
 /**
@@ -56,7 +69,7 @@ export interface SimEngine {
 export type DrainRule = (node: SimNode, cluster: SimCluster) => boolean;
 
 function freshEngine(): SimEngine {
-  return { queued: 0, inflight: [], finished: 0, taskVersion: -1, taskDoneTick: 0 };
+  return { queued: 0, inflight: [], finished: 0, taskVersion: -1, taskDoneTick: 0, hasState: false, joinedKey: '', enteredKey: '', enteredWithState: false };
 }
 
 type Event =
@@ -103,7 +116,7 @@ export class SimCluster {
     this.order = [...opts.peers];
     for (const peerId of opts.peers) {
       const tickSteps = STEPS_PER_TICK + opts.prng.int(0, opts.skewSteps ?? 0);
-      this.nodes.set(peerId, { peerId, core: null, bootId: '', boots: 0, stored: undefined, tickSteps, nextTickStep: 0, readyAtTick: 0, engine: freshEngine() });
+      this.nodes.set(peerId, { peerId, core: null, bootId: '', boots: 0, stored: undefined, tickSteps, nextTickStep: 0, readyAtTick: 0, ready: false, engine: freshEngine() });
     }
   }
 
@@ -122,6 +135,7 @@ export class SimCluster {
     const config: CoreConfig = { meshId: this.opts.meshId, self: peerId, bootId: n.bootId, worldSize: this.opts.worldSize, seed: this.opts.prng.nextU32(), ...this.opts.timing };
     n.core = this.opts.makeCore ? this.opts.makeCore(config, n.stored) : new RawNode(config, n.stored);
     n.readyAtTick = readyAfterTicks;
+    n.ready = false;
     n.engine = freshEngine();
     n.nextTickStep = this.step + this.opts.prng.int(1, n.tickSteps);
     this.drain(n);
@@ -168,7 +182,11 @@ export class SimCluster {
         if (!n.core || n.nextTickStep !== this.step) continue;
         n.nextTickStep += n.tickSteps;
         n.core.tick();
-        if (n.readyAtTick >= 0 && n.core.currentTick() >= n.readyAtTick) n.core.markReady();
+        if (n.readyAtTick >= 0 && n.core.currentTick() >= n.readyAtTick && !n.ready) {
+          n.ready = true;
+          n.core.markReady();
+          this.opts.checkers.onReady(n.peerId, n.bootId);
+        }
         this.drain(n);
         this.stepEngine(n);
         this.drain(n);
@@ -222,10 +240,50 @@ export class SimCluster {
     return true;
   };
 
+  /**
+   * The join step of node `n` in its current epoch, as the runtime runs it after building the
+   * epoch's communicator: it completes once every rank holder of the view is live in the same
+   * epoch (the ring build is the rendezvous); then every rank computes joinPlan from what each
+   * holder all-gathered — its hasState as it entered the step — and a joiner adopts the
+   * source's state. A node without a rank holds no current state.
+   */
+  private joinStep(n: SimNode): void {
+    const core = n.core;
+    if (!core) return;
+    const e = n.engine;
+    const view = core.view();
+    const rank = core.rank();
+    if (!view || view.closed || rank < 0) {
+      if (e.hasState) this.opts.checkers.onStateLost(n.peerId, n.bootId, view);
+      e.hasState = false;
+      return;
+    }
+    const key = `${view.generation}:${view.epoch}`;
+    if (e.joinedKey === key) return;
+    if (e.enteredKey !== key) {
+      e.enteredKey = key;
+      e.enteredWithState = e.hasState;
+    }
+    const candidates: JoinCandidate[] = [];
+    for (let r = 0; r < view.ranks.length; r++) {
+      if (!view.ranks[r]) continue;
+      const h = this.holderOf(view, r);
+      const hv = h?.core?.view();
+      if (!h || !hv || hv.generation !== view.generation || hv.epoch !== view.epoch || h.engine.enteredKey !== key) return;
+      candidates.push({ rank: r, hasState: h.engine.enteredWithState, progress: 0 });
+    }
+    const plan = joinPlan(candidates);
+    const sourceHolder = plan.kind === 'fresh' ? null : view.ranks[plan.source]!;
+    this.opts.checkers.onJoinStep(n.peerId, n.bootId, view, rank, plan, sourceHolder);
+    e.joinedKey = key;
+    e.hasState = true;
+  }
+
   /** One engine iteration of node `n`, after its core's tick. */
   private stepEngine(n: SimNode): void {
     const core = n.core;
     if (!core) return;
+    this.joinStep(n);
     const e = n.engine;
     const state = core.lifecycleState();
     if (state === 'RUNNING' && e.queued === 0 && e.inflight.length === 0 && !(this.opts.workRate ?? 0)) return;
