@@ -11,9 +11,13 @@ import { loadOrCreateIdentity, newBootId } from './identity.ts';
 import type { Logger } from './log.ts';
 import { type CoreConfig, RawNode } from '../mesh/rawnode.ts';
 import { controlRoutes } from './api/control.ts';
+import { debugRoutes } from './api/debug.ts';
+import { GossipProbe } from './p2p/gossip-probe.ts';
 import { meshRoutes } from './api/mesh.ts';
 import { rankRoutes } from './api/rank.ts';
 import { MeshDriver } from './mesh/driver.ts';
+import { meterCommunicator } from './metrics/communicator.ts';
+import { NodeMetrics } from './metrics/metrics.ts';
 import { CoreStore } from './mesh/store.ts';
 import { Transport } from './p2p/transport.ts';
 import { RankHost } from './rank/host.ts';
@@ -55,7 +59,12 @@ export class Runtime {
   private server: Server<undefined> | undefined;
   private driverRef: MeshDriver | undefined;
   private rankRef: RankHost | undefined;
+  private metricsRef: NodeMetrics | undefined;
+  private appRef: ReturnType<typeof createApp> | undefined;
+  /** Aborted at stop: open dashboard event streams end so HTTP stop does not wait on them. */
+  private stopping: AbortController | undefined;
   private readonly closed = Promise.withResolvers<ClosedMesh>();
+  private probeRef: GossipProbe | undefined;
 
   constructor(
     readonly config: Config,
@@ -84,6 +93,23 @@ export class Runtime {
   get rank(): RankHost {
     if (this.rankRef === undefined) throw new Error('runtime is not started');
     return this.rankRef;
+  }
+
+  /** The node's Prometheus metrics; present once started. */
+  get metrics(): NodeMetrics {
+    if (this.metricsRef === undefined) throw new Error('runtime is not started');
+    return this.metricsRef;
+  }
+
+  /** The HTTP app (every route module mounted); present once started. */
+  get app(): ReturnType<typeof createApp> {
+    if (this.appRef === undefined) throw new Error('runtime is not started');
+    return this.appRef;
+  }
+
+  private get probe(): GossipProbe {
+    if (this.probeRef === undefined) throw new Error('runtime is not started');
+    return this.probeRef;
   }
 
   /** The driver of the protocol core; present once started. */
@@ -151,6 +177,8 @@ export class Runtime {
     const transport = this.transportRef;
     transport.onPeer((event) => log.info({ peer: event.peerId }, event.type === 'connect' ? 'peer connected' : 'peer disconnected'));
     await transport.start();
+    this.probeRef = new GossipProbe(transport, peerId, log.child({ component: 'probe' }));
+    this.probeRef.start();
 
     const store = new CoreStore(this.storage.db, config.meshId);
     const stored = store.storedMeshId();
@@ -170,6 +198,8 @@ export class Runtime {
     this.driverRef.once('closed', (view) => this.closed.resolve({ generation: view.generation, epoch: view.epoch }));
     await this.driverRef.start();
     const { hostname, port } = splitHostPort(config.httpAddr);
+    const metrics = new NodeMetrics();
+    this.metricsRef = metrics;
     this.rankRef = new RankHost({
       meshId: config.meshId,
       self: { peerId, bootId },
@@ -182,6 +212,8 @@ export class Runtime {
       // Readiness is what lets a spare or joiner be given a rank: it comes with the end of
       // the engine's warm-up, so healthy ranks never wait on a warming node.
       onWarmedUp: () => core.markReady(),
+      onIteration: (stats) => metrics.observeIteration(stats),
+      wrapCommunicator: (comm) => meterCommunicator(comm, metrics),
     });
     await this.rankRef.start();
 
@@ -195,19 +227,35 @@ export class Runtime {
       addresses: () => transport.addresses(),
       connectedPeers: () => transport.connectedPeers(),
     };
+    const driver = this.driverRef;
+    metrics.attach({ driver, rank: this.rankRef, tickMs: config.tickMs });
+    this.stopping = new AbortController();
     const app = createApp({
       info,
       db: this.storage.db,
       token,
       log: log.child({ component: 'http' }),
-      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef), controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs })],
+      metrics,
+      stopping: this.stopping.signal,
+      onChange: (listener) => {
+        driver.on('view', listener);
+        driver.on('lifecycle', listener);
+        return () => {
+          driver.off('view', listener);
+          driver.off('lifecycle', listener);
+        };
+      },
+      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef), controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe)],
     });
+    this.appRef = app;
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
     const httpUrl = `http://${hostname}:${this.server.port}`;
     return { peerId, bootId, httpUrl, addresses: transport.addresses(), dataDir, tokenFile, keyFile, starts: start.starts };
   }
 
   private async stopPieces(): Promise<void> {
+    this.stopping?.abort();
+    this.metricsRef?.detach();
     if (this.server !== undefined) {
       // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets. The
       // rank host stops meanwhile, so a request waiting on its rank is answered (503) instead
@@ -221,6 +269,8 @@ export class Runtime {
     this.rankRef = undefined;
     this.driverRef?.stop();
     this.driverRef = undefined;
+    this.probeRef?.stop();
+    this.probeRef = undefined;
     if (this.transportRef !== undefined) {
       await this.transportRef.stop();
       this.transportRef = undefined;

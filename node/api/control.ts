@@ -12,6 +12,7 @@ import { z } from 'zod';
 import type { CommandKind, LifecycleState } from '../../mesh/rawnode.ts';
 import type { CommandDropped, MeshDriver } from '../mesh/driver.ts';
 import { ApiError } from './errors.ts';
+import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 /** What the routes need of the driver. */
 export type ControlDriver = Pick<MeshDriver, 'core' | 'command' | 'transitions' | 'on' | 'off'>;
@@ -40,6 +41,66 @@ export const controlBodySchema = z.strictObject({
 const commandOfPath: Record<string, CommandKind> = { pause: 'PAUSE', unpause: 'UNPAUSE', suspend: 'SUSPEND', resume: 'RESUME', stop: 'STOP' };
 
 export function controlRoutes(driver: ControlDriver, options: ControlOptions): Hono {
+  return describeRoutes(controlModule(driver, options), controlRouteDocs);
+}
+
+/** The OpenAPI descriptions of the routes below. */
+export const controlRouteDocs: readonly RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/lifecycle',
+    tag: 'lifecycle',
+    summary: 'The lifecycle state, the commands allowed in it and the last transitions with their timings',
+    responses: {
+      200: {
+        description: 'This node\'s copy of the agreed lifecycle state',
+        schema: z.looseObject({
+          generation: z.number().int(),
+          epoch: z.number().int(),
+          state: z.string().describe('RUNNING, PAUSING, PAUSED, SUSPENDING, SUSPENDED, RESUMING, STOPPING or STOPPED'),
+          version: z.number().int(),
+          allowed: z.array(z.string()),
+          transient: z.boolean(),
+          localDone: z.boolean(),
+          pending: z.array(z.unknown()),
+          transitions: z.array(z.looseObject({ state: z.string(), previous: z.string(), atMs: z.number(), previousMs: z.number().nullable() })),
+        }),
+      },
+    },
+  },
+  {
+    method: 'post',
+    path: '/v1/control/:command',
+    tag: 'lifecycle',
+    summary: 'Issues a lifecycle command at this node and waits until this node reaches its target state',
+    description: 'PAUSE → PAUSED, UNPAUSE → RUNNING, SUSPEND → SUSPENDED, RESUME → PAUSED, STOP → STOPPED. The command spreads to every rank; there are no ACKs.',
+    params: z.object({ command: z.enum(Object.keys(commandOfPath) as [string, ...string[]]).describe('The command, lower case') }),
+    body: controlBodySchema,
+    bodyRequired: false,
+    responses: {
+      200: {
+        description: 'The target state was reached',
+        schema: z.object({
+          command: z.string(),
+          id: z.string(),
+          state: z.string(),
+          target: z.string(),
+          version: z.number().int(),
+          epoch: z.number().int(),
+          tookMs: z.number(),
+          noop: z.boolean().describe('The node was already in the target state; nothing was issued'),
+        }),
+      },
+      400: { description: 'bad-request: the body is not valid' },
+      404: { description: 'not-found: no such command' },
+      409: { description: 'illegal-command: not allowed in this node\'s state, or a control round dropped it' },
+      503: { description: 'no-view: this node has not joined a mesh yet' },
+      504: { description: 'timeout: the target state was not reached within timeoutMs' },
+    },
+  },
+];
+
+function controlModule(driver: ControlDriver, options: ControlOptions): Hono {
   return new Hono()
     .get('/v1/lifecycle', (c) => {
       const info = driver.core.lifecycle();

@@ -1,7 +1,9 @@
 // GET /v1/status: who this node is, where it listens, whom it is connected to.
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { Db } from '../storage/database.ts';
 import { readMeta } from '../storage/meta.ts';
+import { describeRoutes } from './openapi.ts';
 
 /** What the status route reads from the running node. */
 export interface NodeInfo {
@@ -28,7 +30,32 @@ export interface StatusBody {
   connectedPeers: string[];
 }
 
+/** The documented shape of StatusBody (a test checks real answers against it). */
+export const statusBodySchema = z.looseObject({
+  peerId: z.string(),
+  bootId: z.string(),
+  meshId: z.string(),
+  worldSize: z.number().int(),
+  version: z.string(),
+  uptimeMs: z.number(),
+  starts: z.number().int().describe('How many times a node has started on this data directory'),
+  addresses: z.array(z.string()).describe('libp2p listen multiaddrs'),
+  connectedPeers: z.array(z.string()),
+});
+
 export function statusRoutes(info: NodeInfo, db: Db): Hono {
+  return describeRoutes(statusModule(info, db), [
+    {
+      method: 'get',
+      path: '/v1/status',
+      tag: 'node',
+      summary: 'Who this node is, where it listens, whom it is connected to',
+      responses: { 200: { description: 'This node', schema: statusBodySchema } },
+    },
+  ]);
+}
+
+function statusModule(info: NodeInfo, db: Db): Hono {
   return new Hono().get('/v1/status', (c) => {
     const body: StatusBody = {
       peerId: info.peerId,

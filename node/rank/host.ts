@@ -20,7 +20,8 @@ import { type CpuCommunicator, CpuDataPlane, createCpuCommunicator } from '../..
 import { type Incarnation, sameIncarnation, type View } from '../../mesh/view.ts';
 import type { Config } from '../config.ts';
 import type { WarmUpProgress } from '../engine/engine.ts';
-import { createEngineLoop, type EngineLoop, QueueFullError } from '../engine/loop.ts';
+import { createEngineLoop, type EngineLoop, type IterationStats, QueueFullError } from '../engine/loop.ts';
+import type { Communicator } from '../../ffi/comm/communicator.ts';
 import { createReferenceEngine, type ReferenceEngine } from '../engine/reference.ts';
 import { LifecycleGate } from '../lifecycle/gate.ts';
 import type { MeshDriver } from '../mesh/driver.ts';
@@ -56,6 +57,10 @@ export interface RankHostOptions {
   readonly log: Logger;
   /** Called once the engine has warmed up (the node may then be given a rank). */
   readonly onWarmedUp?: () => void;
+  /** Called after every engine-loop iteration (the node's metrics). */
+  readonly onIteration?: (stats: IterationStats) => void;
+  /** Wraps each epoch's communicator before the engine loop runs on it (metrics measure its collectives). */
+  readonly wrapCommunicator?: (comm: Communicator) => Communicator;
 }
 
 /** What GET /v1/rank shows. */
@@ -420,7 +425,8 @@ export class RankHost {
       const engine = this.engine!;
       this.loop = createEngineLoop({
         engine,
-        comm,
+        comm: this.options.wrapCommunicator?.(comm) ?? comm,
+        ...(this.options.onIteration !== undefined ? { onIteration: this.options.onIteration } : {}),
         queueCapacity: settings.rankQueueCapacity,
         batchRequestsMax: settings.rankBatchRequestsMax,
         validate: (r) => engine.validateRequest(r),
@@ -429,7 +435,7 @@ export class RankHost {
       });
       this.loop.start();
     } else {
-      this.loop.resume(comm);
+      this.loop.resume(this.options.wrapCommunicator?.(comm) ?? comm);
     }
   }
 
