@@ -3,3 +3,4 @@
 export * from './node.ts';
 export * from './mesh.ts';
 export * from './ingress.ts';
+export * from './demand.ts';
