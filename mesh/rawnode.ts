@@ -1015,7 +1015,9 @@ export function heartbeatForgery(view: View, from: string, hb: { bootId: string;
   const rank = view.ranks.findIndex((h) => h?.peerId === from && h.bootId === hb.bootId);
   const spare = view.spares.some((s) => s.peerId === from && s.bootId === hb.bootId);
   const held: Role = rank >= 0 ? 'member' : spare ? 'spare' : 'outsider';
-  if (hb.role !== held) return `heartbeat claims role ${hb.role}, sender is ${held === 'outsider' ? 'an' : 'a'} ${held} of the view`;
+  // A gateway is an outsider that says what it is; it can never claim a rank or a spare place.
+  const gateway = held === 'outsider' && hb.role === 'gateway';
+  if (hb.role !== held && !gateway) return `heartbeat claims role ${hb.role}, sender is ${held === 'outsider' ? 'an' : 'a'} ${held} of the view`;
   if (held === 'member' && hb.rememberedRank !== rank) return 'heartbeat claims another rank than its sender holds';
   return null;
 }

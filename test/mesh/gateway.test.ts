@@ -73,6 +73,13 @@ describe('gateway role', () => {
     expect(g.phase()).toBe('outsider');
     // Other nodes see it as a gateway.
     expect(d.nodes.get('a')!.members().find((m) => m.peerId === 'g')?.role).toBe('gateway');
+    // Its heartbeats after the view are taken, not refused as forged, so it stays alive to the ranks.
+    const a = d.nodes.get('a')!;
+    expect(Object.keys(a.counters.rejected).filter((r) => r.includes('gateway'))).toEqual([]);
+    d.run(20);
+    const heard = a.members().find((m) => m.peerId === 'g')!;
+    expect(a.currentTick() - heard.lastHeardTick).toBeLessThanOrEqual(a.config.heartbeatTicks);
+    expect(heard.liveness).toBe('alive');
     // It never sent a formation message.
     expect(d.sent.filter((s) => s.from === 'g' && s.out.msg.body.type === 'form')).toEqual([]);
   });
