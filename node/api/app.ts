@@ -11,7 +11,7 @@ import { healthRoutes } from './health.ts';
 import { statusRoutes, type NodeInfo } from './status.ts';
 import { dashboardRoutes } from './dashboard.ts';
 import { type EventSources, eventsRoutes } from './events.ts';
-import { openApiRoutes, routeDocsOf, type RouteDoc } from './openapi.ts';
+import { describeRoutes, openApiRoutes, routeDocsOf, type RouteDoc } from './openapi.ts';
 import type { NodeMetrics } from '../metrics/metrics.ts';
 import { httpMetrics } from '../metrics/http.ts';
 import { metricsRoutes } from '../metrics/routes.ts';
@@ -64,5 +64,6 @@ export function createApp(deps: AppDeps): Hono {
     panels.route('/', module);
     docs.push(...routeDocsOf(module));
   }
-  return app;
+  // The app carries the collected descriptions too, so a test can hold them against its routes.
+  return describeRoutes(app, docs);
 }
