@@ -15,6 +15,11 @@ import { debugRoutes } from './api/debug.ts';
 import { GossipProbe } from './p2p/gossip-probe.ts';
 import { meshRoutes } from './api/mesh.ts';
 import { rankRoutes } from './api/rank.ts';
+import { ingressRoutes } from './api/ingress.ts';
+import { defaultModelConfig } from './engine/weights.ts';
+import { Ingress } from './ingress/ingress.ts';
+import { ForwardServer } from './ingress/serve.ts';
+import { IngressStore } from './ingress/store.ts';
 import { MeshDriver } from './mesh/driver.ts';
 import { meterCommunicator } from './metrics/communicator.ts';
 import { NodeMetrics } from './metrics/metrics.ts';
@@ -59,6 +64,7 @@ export class Runtime {
   private server: Server<undefined> | undefined;
   private driverRef: MeshDriver | undefined;
   private rankRef: RankHost | undefined;
+  private ingressRef: Ingress | undefined;
   private metricsRef: NodeMetrics | undefined;
   private appRef: ReturnType<typeof createApp> | undefined;
   /** Aborted at stop: open dashboard event streams end so HTTP stop does not wait on them. */
@@ -91,7 +97,7 @@ export class Runtime {
 
   /** The rank side (engine, data plane, engine loop); present once started. */
   get rank(): RankHost {
-    if (this.rankRef === undefined) throw new Error('runtime is not started');
+    if (this.rankRef === undefined) throw new Error(this.config.role === 'gateway' ? 'a gateway holds no rank' : 'runtime is not started');
     return this.rankRef;
   }
 
@@ -110,6 +116,12 @@ export class Runtime {
   private get probe(): GossipProbe {
     if (this.probeRef === undefined) throw new Error('runtime is not started');
     return this.probeRef;
+  }
+
+  /** The edge: accepted requests and their routing to ranks; present once started. */
+  get ingress(): Ingress {
+    if (this.ingressRef === undefined) throw new Error('runtime is not started');
+    return this.ingressRef;
   }
 
   /** The driver of the protocol core; present once started. */
@@ -200,7 +212,8 @@ export class Runtime {
     const { hostname, port } = splitHostPort(config.httpAddr);
     const metrics = new NodeMetrics();
     this.metricsRef = metrics;
-    this.rankRef = new RankHost({
+    // A gateway holds no rank: no engine, no data plane, nothing forwarded to it.
+    this.rankRef = config.role === 'gateway' ? undefined : new RankHost({
       meshId: config.meshId,
       self: { peerId, bootId },
       driver: this.driverRef,
@@ -215,7 +228,33 @@ export class Runtime {
       onIteration: (stats) => metrics.observeIteration(stats),
       wrapCommunicator: (comm) => meterCommunicator(comm, metrics),
     });
-    await this.rankRef.start();
+    await this.rankRef?.start();
+
+    const rank = this.rankRef;
+    const forwards =
+      rank === undefined
+        ? undefined
+        : new ForwardServer({
+            transport,
+            rank,
+            dedupeEntries: config.ingressDedupeEntries,
+            // Answer "pending" well before the transport's own request timeout ends the stream.
+            holdMs: Math.max(1, Math.floor(config.requestTimeoutMs / 2)),
+            log: log.child({ component: 'forward' }),
+          });
+    await forwards?.start();
+    const ingress = new Ingress({
+      self: peerId,
+      driver: this.driverRef,
+      transport,
+      store: new IngressStore(this.storage.db, config.ingressFinishedKeptMax),
+      settings: config,
+      vocab: defaultModelConfig.vocab,
+      local: forwards === undefined ? undefined : (bytes) => forwards.serve(bytes),
+      log: log.child({ component: 'ingress' }),
+    });
+    this.ingressRef = ingress;
+    ingress.start();
 
     const info: NodeInfo = {
       peerId,
@@ -245,7 +284,9 @@ export class Runtime {
           driver.off('lifecycle', listener);
         };
       },
-      routes: [meshRoutes(core, config.tickMs), rankRoutes(this.rankRef), controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe)],
+      routes: [meshRoutes(core, config.tickMs), ...(rank === undefined ? [] : [rankRoutes(rank)]),
+        ingressRoutes(ingress, { syncWaitMs: config.ingressSyncWaitMs, inputTokensMax: config.ingressInputTokensMax }),
+        controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe)],
     });
     this.appRef = app;
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
@@ -254,6 +295,10 @@ export class Runtime {
   }
 
   private async stopPieces(): Promise<void> {
+    // Waiting sync requests are answered at once (202, their id) so HTTP stop does not wait on
+    // them; unfinished requests stay stored and are dispatched again by the next start.
+    this.ingressRef?.stop();
+    this.ingressRef = undefined;
     this.stopping?.abort();
     this.metricsRef?.detach();
     if (this.server !== undefined) {
@@ -288,6 +333,7 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
     self: peerId,
     bootId,
     worldSize: config.worldSize,
+    role: config.role,
     // The core's PRNG only spreads heartbeats and back-offs; each incarnation draws its own.
     seed: seedFrom(bootId),
     heartbeatTicks: ticks(config.heartbeatIntervalMs),

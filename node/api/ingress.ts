@@ -1,0 +1,125 @@
+// POST /v1/generate accepts an inference request at this node and forwards it to a rank;
+// GET /v1/requests/:id shows a request's status and result. The routes parse and map errors;
+// the Ingress validates, stores and routes (node/ingress/ingress.ts).
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { z } from 'zod';
+import {
+  IdempotencyConflictError,
+  IngressBusyError,
+  IngressInputError,
+  IngressTooLargeError,
+  IngressUnavailableError,
+  UnknownPipelineError,
+} from '../ingress/errors.ts';
+import type { Accepted, GenerateInput, RequestView } from '../ingress/ingress.ts';
+import { ApiError } from './errors.ts';
+
+/** What the routes need of the Ingress. */
+export interface IngressService {
+  accept(req: GenerateInput): Accepted;
+  get(id: string): RequestView | undefined;
+  wait(id: string, timeoutMs: number): Promise<RequestView | undefined>;
+}
+
+export interface IngressRouteOptions {
+  /** A sync request waits this long for its result, then is answered 202 with its id. */
+  readonly syncWaitMs: number;
+  /** Tokens in one input, at most: bounds the body size too. */
+  readonly inputTokensMax: number;
+}
+
+/** Types only: ranges, lengths, names and modes are judged by the Ingress, in one place. */
+export const generateBodySchema = z.strictObject({
+  input: z.array(z.number()),
+  pipeline: z.string().optional(),
+  idempotencyKey: z.string().optional(),
+  mode: z.enum(['sync', 'async']).optional(),
+});
+
+const bodyShape = '{ "input": [token, ...], "pipeline"?: string, "idempotencyKey"?: string, "mode"?: "sync" | "async" }';
+
+export function ingressRoutes(ingress: IngressService, options: IngressRouteOptions): Hono {
+  // A token is at most 5 digits and a comma; the rest of the body is small.
+  const bodyBytesMax = options.inputTokensMax * 8 + 4096;
+  return new Hono()
+    .post(
+      '/v1/generate',
+      bodyLimit({
+        maxSize: bodyBytesMax,
+        onError: () => {
+          throw new ApiError(413, 'too-large', `the body is larger than ${bodyBytesMax} bytes (at most ${options.inputTokensMax} tokens)`);
+        },
+      }),
+      async (c) => {
+        let raw: unknown;
+        try {
+          raw = await c.req.json();
+        } catch {
+          throw new ApiError(400, 'bad-request', `the body must be JSON: ${bodyShape}`);
+        }
+        const parsed = generateBodySchema.safeParse(raw);
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0]!;
+          const where = issue.path.length === 0 ? 'body' : issue.path.join('.');
+          throw new ApiError(400, 'bad-request', `${where}: ${issue.message} (expected ${bodyShape})`);
+        }
+        let accepted: Accepted;
+        try {
+          accepted = ingress.accept(parsed.data);
+        } catch (err) {
+          throw toApiError(err, (s) => c.header('Retry-After', String(s)));
+        }
+        const { request } = accepted;
+        c.header('Location', `/v1/requests/${request.id}`);
+        // The mode of this POST decides how it is answered (a repeated key may ask differently).
+        if (parsed.data.mode === 'async') return c.json(request, finished(request) ? 200 : 202);
+        const now = finished(request) ? request : await ingress.wait(request.id, options.syncWaitMs);
+        const view = now ?? request;
+        return c.json(view, statusOf(view));
+      },
+    )
+    .get('/v1/requests/:id', (c) => {
+      const id = c.req.param('id');
+      const view = ingress.get(id);
+      if (view === undefined) throw new ApiError(404, 'not-found', `no request ${JSON.stringify(id)} on this node (requests are kept by the node that accepted them)`);
+      return c.json(view);
+    });
+}
+
+function finished(view: RequestView): boolean {
+  return view.status === 'done' || view.status === 'failed';
+}
+
+/** The HTTP status of a request's answer: done 200, unfinished 202, failed by its reason. */
+function statusOf(view: RequestView): ContentfulStatusCode {
+  if (view.status === 'done') return 200;
+  if (view.status !== 'failed') return 202;
+  switch (view.error?.code) {
+    case 'deadline':
+      return 504;
+    case 'stopped':
+      return 503;
+    case 'bad-input':
+      return 400;
+    default:
+      return 502;
+  }
+}
+
+function toApiError(err: unknown, retryAfter: (seconds: number) => void): unknown {
+  if (err instanceof IngressInputError) return new ApiError(400, 'bad-request', err.message);
+  if (err instanceof IngressTooLargeError) return new ApiError(413, 'too-large', err.message);
+  if (err instanceof UnknownPipelineError) return new ApiError(404, 'unknown-pipeline', err.message);
+  if (err instanceof IdempotencyConflictError) return new ApiError(409, 'idempotency-conflict', err.message);
+  if (err instanceof IngressBusyError) {
+    retryAfter(err.retryAfterS);
+    return new ApiError(429, 'busy', err.message);
+  }
+  if (err instanceof IngressUnavailableError) {
+    if (err.retryAfterS !== null) retryAfter(err.retryAfterS);
+    return new ApiError(503, 'unavailable', err.message);
+  }
+  return err;
+}
