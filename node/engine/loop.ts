@@ -203,6 +203,14 @@ export class EngineLoop {
     await this.running;
   }
 
+  /**
+   * Ends an idle wait now (e.g. the lifecycle changed): the next iteration's all-reduce
+   * carries the news to every rank at once instead of after the idle back-off.
+   */
+  poke(): void {
+    this.wake?.();
+  }
+
   /** After an abort (or a stop): continue on a new communicator with the kept queue. */
   resume(comm: Communicator): void {
     if (this.running) throw new Error('resume: the loop is still running');
@@ -264,7 +272,10 @@ export class EngineLoop {
     if (maxima[0] === 0) {
       // Every rank sees the same sequence of maxima, so their idle waits grow in step.
       this.idleStreak += 1;
-      await this.idleWait(Math.min(this.idleWaitMaxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1)));
+      // A draining rank whose peers are not draining yet asks again soon: they learn of the
+      // pause within a gossip hop, and the mesh is drained only once an all-reduce says so.
+      const waitMs = draining ? this.idleWaitMs : Math.min(this.idleWaitMaxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1));
+      await this.idleWait(waitMs);
       this.report('idle', started, 0, 0);
       return;
     }

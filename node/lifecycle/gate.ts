@@ -29,6 +29,8 @@ export interface LifecycleGateOptions {
   readonly driver: Pick<MeshDriver, 'on' | 'off' | 'core' | 'localDone'>;
   readonly work: LocalWork;
   readonly log: Logger;
+  /** Called on every lifecycle change (the host ends the loop's idle wait so the news travels at once). */
+  readonly onChange?: () => void;
 }
 
 /** What the gate did last, for GET /v1/lifecycle and tests. */
@@ -50,6 +52,7 @@ export class LifecycleGate implements LoopLifecycle {
     this.draining = this.options.driver.core.lifecycleState() !== 'RUNNING';
     this.changed.resolve();
     this.changed = Promise.withResolvers<void>();
+    this.options.onChange?.();
   };
 
   constructor(private readonly options: LifecycleGateOptions) {

@@ -272,7 +272,8 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
         this.timed.push(timed);
         if (this.timed.length > TIMED_TRANSITIONS_KEPT) this.timed.shift();
         this.options.log.info(
-          { state: action.state, previous: action.previous, version: action.version, epoch: action.epoch, via: action.via, previousMs: timed.previousMs },
+          // atMs is sub-millisecond wall time, comparable across processes of one host (benchmarks).
+          { state: action.state, previous: action.previous, version: action.version, epoch: action.epoch, via: action.via, previousMs: timed.previousMs, atMs: performance.timeOrigin + performance.now() },
           'lifecycle state changed',
         );
         this.emit('lifecycle', action, nowMs);

@@ -28,6 +28,7 @@ import type { MeshDriver } from '../mesh/driver.ts';
 import type { Transport } from '../p2p/transport.ts';
 import { BUILD_ATTEMPTS_MAX, type BuildAttempt, DataPlaneDirectory } from './directory.ts';
 import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from './errors.ts';
+import { type JoinOutcome, runJoinStep } from './join.ts';
 import { dataPlaneKey } from './mesh-key.ts';
 
 export type RankSettings = Pick<
@@ -63,8 +64,30 @@ export interface RankHostOptions {
   readonly wrapCommunicator?: (comm: Communicator) => Communicator;
 }
 
+/**
+ * Where a node stands on its way to serving: cold → warming (alone, communicator of only
+ * itself) → ready (waiting for admission) or spare (waiting in the view's spares) → joining
+ * (admitted: building the epoch's communicator and passing the join step) → serving.
+ */
+export type JoinPhase = 'cold' | 'warming' | 'ready' | 'spare' | 'joining' | 'serving' | 'closed' | 'failed';
+
+/** The last join step this rank passed. */
+export interface LastJoin {
+  readonly generation: number;
+  readonly epoch: number;
+  /** 'fresh' (nobody had state), 'steady' (everyone current) or 'adopt' (someone adopted). */
+  readonly plan: JoinOutcome['plan']['kind'];
+  /** Mesh rank of the state source (null for 'fresh'). */
+  readonly source: number | null;
+  /** The mesh rank this rank adopted from, or null. */
+  readonly adoptedFrom: number | null;
+  readonly stateBytes: number;
+  readonly ms: number;
+}
+
 /** What GET /v1/rank shows. */
 export interface RankStatus {
+  readonly phase: JoinPhase;
   /** The mesh rank this incarnation holds in the committed view, or null. */
   readonly rank: number | null;
   readonly generation: number | null;
@@ -80,6 +103,7 @@ export interface RankStatus {
   readonly requests: { readonly accepted: number; readonly completed: number; readonly failed: number; readonly timedOut: number };
   /** The last build or communicator failure, for operators. */
   readonly lastError: string | null;
+  readonly lastJoin: LastJoin | null;
 }
 
 export interface InferRequest {
@@ -114,6 +138,11 @@ export class RankHost {
   /** True while `lastBuild` is being built (addresses awaited or ring links connecting). */
   private building = false;
   private lastError: string | null = null;
+  /** This incarnation served continuously since it last passed a join step: its state is current. */
+  private stateCurrent = false;
+  private lastJoin: LastJoin | null = null;
+  private warmUpFailed = false;
+  private loggedPhase: JoinPhase = 'cold';
   private readonly counts = { accepted: 0, completed: 0, failed: 0, timedOut: 0 };
   // Following views: kick() marks work to do; one reconcile run at a time does it.
   private dirty = false;
@@ -167,6 +196,7 @@ export class RankHost {
     this.gate = new LifecycleGate({
       driver: this.options.driver,
       log,
+      onChange: () => this.loop?.poke(),
       work: {
         offload: async () => {
           if (engine.status === 'ready') await engine.offload();
@@ -187,6 +217,7 @@ export class RankHost {
       .warmUp((p) => {
         if (p.phase !== this.progress.phase) log.info({ phase: p.phase, fraction: Number(p.fraction.toFixed(2)) }, 'engine warm-up');
         this.progress = p;
+        this.notePhase();
       })
       .then(
         () => {
@@ -197,6 +228,7 @@ export class RankHost {
         },
         (err: Error) => {
           this.lastError = `engine warm-up failed: ${err.message}`;
+          this.warmUpFailed = true;
           log.error({ err }, 'engine warm-up failed; this node will not serve');
         },
       );
@@ -230,6 +262,7 @@ export class RankHost {
     const view = this.currentView();
     const stats = this.loop?.stats();
     return {
+      phase: this.joinPhase(),
       rank: target?.meshRank ?? null,
       generation: view?.generation ?? null,
       epoch: view?.epoch ?? null,
@@ -240,7 +273,25 @@ export class RankHost {
       warmUp: { phase: this.progress.phase, fraction: this.progress.fraction },
       requests: { ...this.counts },
       lastError: this.lastError,
+      lastJoin: this.lastJoin,
     };
+  }
+
+  /** Where this node stands on its way to serving (GET /v1/rank and /v1/status, logs). */
+  joinPhase(): JoinPhase {
+    const view = this.currentView();
+    if (view?.closed) return 'closed';
+    if (this.warmUpFailed) return 'failed';
+    if (!this.warmed) return this.progress.phase === 'cold' ? 'cold' : 'warming';
+    if (this.isServing()) return 'serving';
+    if (this.targetOf(view) !== null) return 'joining';
+    if (view?.spares.some((s) => sameIncarnation(s, this.options.self))) return 'spare';
+    return 'ready';
+  }
+
+  /** Warm-up progress as the engine reports it. */
+  warmUpProgress(): WarmUpProgress {
+    return { phase: this.progress.phase, fraction: this.progress.fraction };
   }
 
   /**
@@ -339,6 +390,7 @@ export class RankHost {
       } catch (err) {
         this.fail(`following the view failed: ${(err as Error).message}`);
       }
+      this.notePhase();
     }
   }
 
@@ -348,7 +400,13 @@ export class RankHost {
     const view = this.currentView();
     const target = this.targetOf(view);
     const current = this.serving;
-    if (current !== null && target !== null && sameEpoch(current, target) && current.comm.aborted === null) return;
+    if (current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && sameMembers(current.members, target.members)) {
+      // The ranks and their holders are those of the communicator in use (only spares came or
+      // went, e.g. a joiner started warming up): every rank keeps serving on it, so nobody
+      // loses a step to a view change that does not touch the mask.
+      if (current.epoch !== target.epoch) this.serving = { ...current, epoch: target.epoch };
+      return;
+    }
     if (current !== null) {
       const reason = target === null ? 'this node lost its rank' : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
       await this.retire(current, reason);
@@ -357,6 +415,8 @@ export class RankHost {
       }
     }
     if (target === null) {
+      // Without a rank its state stops being current: if it is admitted again it adopts.
+      this.stateCurrent = false;
       this.directory!.setBuild(null);
       return;
     }
@@ -419,7 +479,23 @@ export class RankHost {
       return;
     }
     const comm = outcome.comm;
-    this.serving = { generation: target.generation, epoch: target.epoch, attempt, meshRank: target.meshRank, comm };
+    let joined: JoinOutcome;
+    try {
+      joined = await runJoinStep({ comm, engine: this.engine!, hasState: this.stateCurrent, generation: target.generation, epoch: target.epoch, deadlineMs: settings.rankConnectTimeoutMs });
+    } catch (err) {
+      closeQuietly(comm, 'join step failed');
+      if (this.dirty) return;
+      this.fail(`epoch ${target.epoch} attempt ${attempt}: join step failed: ${(err as Error).message}`);
+      this.scheduleRetry();
+      return;
+    }
+    this.stateCurrent = true;
+    const plan = joined.plan;
+    this.lastJoin = { generation: target.generation, epoch: target.epoch, plan: plan.kind, source: plan.kind === 'fresh' ? null : plan.source, adoptedFrom: joined.adoptedFrom, stateBytes: joined.stateBytes, ms: Math.round(joined.ms * 10) / 10 };
+    if (joined.adoptedFrom !== null) {
+      log.info({ epoch: target.epoch, rank: target.meshRank, source: joined.adoptedFrom, stateBytes: joined.stateBytes, ms: this.lastJoin.ms, iteration: this.engine!.exportState().iteration }, `joined: adopted state from rank ${joined.adoptedFrom}`);
+    }
+    this.serving = { generation: target.generation, epoch: target.epoch, attempt, meshRank: target.meshRank, members: target.members, comm };
     log.info({ generation: target.generation, epoch: target.epoch, attempt, rank: target.meshRank, activeRanks: meshRanks }, 'serving the epoch');
     if (this.loop === undefined) {
       const engine = this.engine!;
@@ -477,6 +553,16 @@ export class RankHost {
     return Math.min(attempt, BUILD_ATTEMPTS_MAX - 1);
   }
 
+  /** Logs the join phase when it changed (operators follow a joiner in the logs). */
+  private notePhase(): void {
+    const phase = this.joinPhase();
+    if (phase === this.loggedPhase) return;
+    const previous = this.loggedPhase;
+    this.loggedPhase = phase;
+    const view = this.currentView();
+    this.options.log.info({ phase, previous, epoch: view?.epoch ?? null, rank: this.targetOf(view)?.meshRank ?? null, warmUp: this.warmUpProgress() }, `join phase: ${phase}`);
+  }
+
   private scheduleRetry(): void {
     clearTimeout(this.retryTimer);
     if (this.state.code !== 'started') return;
@@ -506,6 +592,8 @@ interface Serving {
   readonly epoch: number;
   readonly attempt: number;
   readonly meshRank: number;
+  /** The ranks the communicator connects (those of the view it was built for). */
+  readonly members: readonly Member[];
   readonly comm: CpuCommunicator;
 }
 
@@ -524,6 +612,10 @@ interface Target {
 
 function sameEpoch(a: { generation: number; epoch: number }, b: { generation: number; epoch: number }): boolean {
   return a.generation === b.generation && a.epoch === b.epoch;
+}
+
+function sameMembers(a: readonly Member[], b: readonly Member[]): boolean {
+  return a.length === b.length && a.every((m, i) => m.meshRank === b[i]!.meshRank && sameIncarnation(m.holder, b[i]!.holder));
 }
 
 function closeQuietly(comm: CpuCommunicator, reason: string): void {
