@@ -37,7 +37,7 @@ function seconds(ms) {
 }
 
 function unavailable(container, panel, what) {
-  const why = panel.status === 404 ? `${what} is not available on this node` : `${what}: ${panel.reason}`;
+  const why = panel.status === 404 ? `${what}: not available on this node` : `${what}: ${panel.reason}`;
   container.replaceChildren(el('p', { class: 'na', 'data-unavailable': panel.status, text: why }));
 }
 
@@ -173,7 +173,7 @@ function updateButtons(panel) {
 function renderPipelines(snap) {
   const box = $('pipelines');
   const panel = snap.panels.pipelines;
-  if (!panel.ok) return unavailable(box, panel, 'pipelines and demand');
+  if (!panel.ok) return unavailable(box, panel, 'pipeline demand');
   const list = Array.isArray(panel.body) ? panel.body : panel.body.pipelines || [];
   if (list.length === 0) return box.replaceChildren(el('p', { class: 'muted', text: 'no open pipelines' }));
   const keys = [...new Set(list.flatMap((p) => Object.keys(p)))];

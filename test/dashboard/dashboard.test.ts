@@ -1,0 +1,117 @@
+// Covers the dashboard in a real browser (headless Chromium driven by playwright-core) against
+// a running 3-node mesh: the ranks grid matches /v1/view, live updates arrive over server-sent
+// events, PAUSE and UNPAUSE clicked with the token change the whole mesh's state, panels whose
+// route a node lacks say so, and a screenshot is saved.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
+import { waitFor } from '../node/helpers.ts';
+
+const chromiumPath = '/usr/bin/chromium';
+const hasChromium = existsSync(chromiumPath);
+if (!hasChromium) console.log(`test/dashboard skipped: ${chromiumPath} is absent (apt-get install chromium; .ci/run installs it where apt is available)`);
+
+const token = 'inproc-test-token';
+let mesh: InprocMesh;
+let node: InprocNode;
+let browser: Browser;
+let page: Page;
+const shotDir = mkdtempSync(join(tmpdir(), 'rankmesh-dashboard-'));
+
+beforeAll(async () => {
+  if (!hasChromium) return;
+  mesh = await InprocMesh.start({ nodes: 3 });
+  node = mesh.nodes[0]!;
+  await waitFor('every rank serving', () => mesh.nodes.every((n) => n.runtime.rank.rankStatus().serving), 20_000);
+  const { chromium } = await import('playwright-core');
+  // Root in a container has no user namespace for Chromium's sandbox.
+  browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox', '--disable-gpu'] });
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await mesh?.stop();
+  rmSync(shotDir, { recursive: true, force: true });
+});
+
+describe.skipIf(!hasChromium)('dashboard in Chromium', () => {
+  test('the ranks grid shows the committed view: ranks, peers, epoch, generation and mask', async () => {
+    await page.goto(`${node.httpUrl}/`);
+    expect(page.url()).toEndWith('/dashboard');
+    const view = (await (await fetch(`${node.httpUrl}/v1/view`)).json()) as {
+      generation: number;
+      epoch: number;
+      mask: string;
+      ranks: { rank: number; peerId: string | null; active: boolean }[];
+    };
+    await page.waitForSelector('#grid .cell');
+    const cells = await page.$$eval('#grid .cell', (els) =>
+      els.map((e) => ({ rank: Number(e.getAttribute('data-rank')), peer: e.getAttribute('data-peer'), active: e.getAttribute('data-active'), state: e.getAttribute('data-state') })),
+    );
+    expect(cells.map((c) => c.rank)).toEqual(view.ranks.map((r) => r.rank));
+    expect(cells.map((c) => c.peer)).toEqual(view.ranks.map((r) => r.peerId ?? ''));
+    expect(cells.map((c) => c.active)).toEqual(view.ranks.map((r) => String(r.active)));
+    expect(cells.every((c) => c.state === 'active')).toBe(true);
+    expect(await page.textContent('#epoch')).toBe(String(view.epoch));
+    expect(await page.textContent('#generation')).toBe(String(view.generation));
+    expect(await page.textContent('#mask')).toBe(`0x${view.mask}`);
+  });
+
+  test('updates arrive live over server-sent events', async () => {
+    await page.waitForFunction(() => document.getElementById('live')?.textContent === 'live', undefined, { timeout: 10_000 });
+    const before = await page.textContent('[data-counter="completed"]');
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${node.httpUrl}/v1/rank/infer`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ input: [4, 5, 6] }),
+      });
+      expect(r.status).toBe(200);
+    }
+    const completed = node.runtime.rank.rankStatus().requests.completed;
+    await page.waitForFunction((n) => (document.querySelector('[data-counter="completed"]')?.textContent ?? '').startsWith(String(n)), completed, { timeout: 10_000 });
+    expect(await page.textContent('[data-counter="completed"]')).not.toBe(before);
+  });
+
+  test('PAUSE clicked with the token pauses the mesh, UNPAUSE resumes it', async () => {
+    expect(await page.isDisabled('#cmd-PAUSE')).toBe(false);
+    expect(await page.isDisabled('#cmd-UNPAUSE')).toBe(true);
+    await page.fill('#token', token);
+    await page.click('#token-form button[type=submit]');
+    expect(await page.textContent('#token-state')).toBe('token set');
+
+    await page.click('#cmd-PAUSE');
+    await page.waitForSelector('#lifecycle-state[data-state="PAUSED"]', { timeout: 15_000 });
+    await page.waitForFunction(() => (document.getElementById('control-result')?.textContent ?? '').startsWith('PAUSE: PAUSED'), undefined, { timeout: 15_000 });
+    // The command spread: another node agrees.
+    await waitFor('node-2 PAUSED', () => mesh.nodes[2]!.runtime.driver.core.lifecycleState() === 'PAUSED', 10_000);
+    expect(await page.isDisabled('#cmd-UNPAUSE')).toBe(false);
+    expect(await page.isDisabled('#cmd-RESUME')).toBe(true);
+    expect(await page.$$eval('#transitions tr', (rows) => rows.map((r) => r.textContent ?? '').join('\n'))).toContain('PAUSING → PAUSED');
+    await page.screenshot({ path: join(shotDir, 'dashboard-paused.png'), fullPage: true });
+
+    await page.click('#cmd-UNPAUSE');
+    await page.waitForSelector('#lifecycle-state[data-state="RUNNING"]', { timeout: 15_000 });
+    await waitFor('node-2 RUNNING', () => mesh.nodes[2]!.runtime.driver.core.lifecycleState() === 'RUNNING', 10_000);
+  }, 40_000);
+
+  test('a panel whose route this node lacks says so; a screenshot is saved', async () => {
+    const pipelines = await fetch(`${node.httpUrl}/v1/pipelines`);
+    if (pipelines.status === 404) {
+      expect(await page.textContent('#pipelines [data-unavailable="404"]')).toContain('not available');
+    } else {
+      expect(pipelines.status).toBe(200);
+      expect(await page.$('#pipelines [data-unavailable]')).toBeNull();
+    }
+    const shot = join(shotDir, 'dashboard.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(statSync(shot).size).toBeGreaterThan(10_000);
+    // RANKMESH_DASHBOARD_SCREENSHOT=docs/dashboard.png refreshes the README's picture.
+    const keep = process.env.RANKMESH_DASHBOARD_SCREENSHOT;
+    if (keep !== undefined && keep !== '') copyFileSync(shot, resolve(keep));
+  });
+});
