@@ -404,7 +404,12 @@ export class RankHost {
       // The ranks and their holders are those of the communicator in use (only spares came or
       // went, e.g. a joiner started warming up): every rank keeps serving on it, so nobody
       // loses a step to a view change that does not touch the mask.
-      if (current.epoch !== target.epoch) this.serving = { ...current, epoch: target.epoch };
+      if (current.epoch !== target.epoch) {
+        this.serving = { ...current, epoch: target.epoch };
+        // A later rebuild in this view counts on from the communicator's attempt, as every
+        // rank that kept it does.
+        this.lastBuild = { generation: target.generation, epoch: target.epoch, attempt: current.attempt };
+      }
       return;
     }
     if (current !== null) {
