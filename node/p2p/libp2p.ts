@@ -4,14 +4,17 @@ import { noise } from '@chainsafe/libp2p-noise';
 import { asCrypto, defaultCrypto } from '@chainsafe/libp2p-noise/crypto';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
+import { createTopicScoreParams } from '@libp2p/gossipsub/score';
 import { identify } from '@libp2p/identify';
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { ping, type Ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p } from 'libp2p';
+import { channelValidators, PeerGuard, type PeerGuardOptions } from './peer-guard.ts';
 
-export type MeshLibp2p = Libp2p<{ identify: unknown; ping: Ping; pubsub: GossipSub }>;
+export type MeshLibp2p = Libp2p<{ identify: unknown; ping: Ping; pubsub: GossipSub; guard: PeerGuard }>;
 
 export interface MeshLibp2pOptions {
   privateKey: PrivateKey;
@@ -23,6 +26,15 @@ export interface MeshLibp2pOptions {
   ipColocationFactorWeight: number;
   /** Largest gossip message, in bytes. */
   gossipBytesMax: number;
+  /** Names the gossip topics whose payloads the peer guard validates (/rankmesh/<meshId>/<channel>). */
+  meshId?: string;
+  /** Thresholds of the peer guard (defaults: peerGuardDefaults). */
+  peerGuard?: Partial<PeerGuardOptions>;
+}
+
+/** The gossip topic of a mesh channel. */
+export function meshTopic(meshId: string, channel: string): string {
+  return `/rankmesh/${meshId}/${channel}`;
 }
 
 /**
@@ -36,8 +48,17 @@ const noiseCrypto = {
   chaCha20Poly1305Decrypt: asCrypto.chaCha20Poly1305Decrypt,
 };
 
+/**
+ * Builds (does not start) the node. When `meshId` is given, every channel of
+ * channelValidators gets a topic validator: an invalid payload is rejected before delivery
+ * or forwarding, lowers the forwarding peer's gossipsub score, and counts towards the peer
+ * guard's threshold, past which the peer is disconnected and refused for a while.
+ */
 export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<MeshLibp2p> {
-  return createLibp2p({
+  const guard = new PeerGuard(options.peerGuard);
+  const gater = options.connectionGater;
+  const topics = options.meshId === undefined ? [] : Object.keys(channelValidators).map((c) => meshTopic(options.meshId as string, c));
+  const node = await createLibp2p({
     privateKey: options.privateKey,
     start: false,
     addresses: { listen: [...options.listen] },
@@ -45,7 +66,12 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     connectionProtector: preSharedKey({ psk: options.swarmKey }),
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
-    connectionGater: options.connectionGater,
+    connectionGater: {
+      ...gater,
+      denyDialPeer: async (peer) => guard.isBlocked(peer.toString()) || ((await gater.denyDialPeer?.(peer)) ?? false),
+      denyInboundEncryptedConnection: async (peer, conn) => guard.isBlocked(peer.toString()) || ((await gater.denyInboundEncryptedConnection?.(peer, conn)) ?? false),
+      denyOutboundEncryptedConnection: async (peer, conn) => guard.isBlocked(peer.toString()) || ((await gater.denyOutboundEncryptedConnection?.(peer, conn)) ?? false),
+    },
     // The defaults (a few inbound connections per second per host) refuse the burst of
     // dials that a cluster on one address makes at start, and the refused dialer then
     // reports a misleading encryption error.
@@ -63,8 +89,32 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
         emitSelf: false,
         heartbeatInterval: options.gossipHeartbeatIntervalMs,
         maxInboundDataLength: options.gossipBytesMax,
-        scoreParams: { IPColocationFactorWeight: options.ipColocationFactorWeight },
+        scoreParams: {
+          IPColocationFactorWeight: options.ipColocationFactorWeight,
+          // Only invalid messages count on the mesh's topics: three in quick succession take a
+          // peer below the graylist threshold (-80), so gossipsub ignores it until they decay.
+          topics: Object.fromEntries(topics.map((t) => [t, scoreInvalidOnly])),
+        },
       }),
+      guard: () => guard,
     },
   });
+  guard.attach({ disconnect: (peer) => node.hangUp(peerIdFromString(peer)) });
+  if (options.meshId !== undefined) {
+    for (const [channel, check] of Object.entries(channelValidators)) {
+      node.services.pubsub.topicValidators.set(meshTopic(options.meshId, channel), guard.validator(channel, check));
+    }
+  }
+  return node;
 }
+
+/** Topic score: -10 per invalid message delivered, decaying by a tenth each second; nothing else scored. */
+const scoreInvalidOnly = createTopicScoreParams({
+  topicWeight: 1,
+  timeInMeshWeight: 0,
+  firstMessageDeliveriesWeight: 0,
+  meshMessageDeliveriesWeight: 0,
+  meshFailurePenaltyWeight: 0,
+  invalidMessageDeliveriesWeight: -10,
+  invalidMessageDeliveriesDecay: 0.9,
+});

@@ -7,6 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { PeerGate } from './gate.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
+import type { PeerGuardCounters, PeerGuardOptions } from './peer-guard.ts';
 import { decodePeers, encodePeers, peerExchangeName } from './peer-exchange.ts';
 import { Redialer } from './redial.ts';
 import { exchange, serveRequest, type RequestFailure, type RequestHandler, type RequestResult } from './rpc.ts';
@@ -28,6 +29,8 @@ export interface TransportOptions {
   redialMaxMs: number;
   /** Largest gossip message; defaults to requestBytesMax. */
   gossipBytesMax?: number;
+  /** When a peer sending invalid gossip is disconnected and blocked (see peer-guard.ts). */
+  peerGuard?: Partial<PeerGuardOptions>;
   log: Logger;
 }
 
@@ -89,6 +92,8 @@ export class Transport {
       gossipHeartbeatIntervalMs: options.gossipHeartbeatIntervalMs,
       ipColocationFactorWeight: options.ipColocationFactorWeight,
       gossipBytesMax: options.gossipBytesMax ?? options.requestBytesMax,
+      meshId: options.meshId,
+      peerGuard: options.peerGuard,
     });
     return new Transport(node, options, gate);
   }
@@ -250,6 +255,12 @@ export class Transport {
 
   blockedPeers(): string[] {
     return this.gate.blocked();
+  }
+
+  /** Invalid gossip counted by the peer guard, and the peers it blocks now. */
+  guardStatus(): PeerGuardCounters & { blocked: string[] } {
+    const guard = this.node.services.guard;
+    return { ...guard.counters, invalid: { ...guard.counters.invalid }, blocked: guard.blocked() };
   }
 
   private protocol(name: string): string {
