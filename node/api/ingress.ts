@@ -15,6 +15,7 @@ import {
 } from '../ingress/errors.ts';
 import type { Accepted, GenerateInput, RequestView } from '../ingress/ingress.ts';
 import { ApiError } from './errors.ts';
+import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 /** What the routes need of the Ingress. */
 export interface IngressService {
@@ -40,7 +41,62 @@ export const generateBodySchema = z.strictObject({
 
 const bodyShape = '{ "input": [token, ...], "pipeline"?: string, "idempotencyKey"?: string, "mode"?: "sync" | "async" }';
 
+/** The documented shape of RequestView (a test checks real answers against it). */
+export const requestViewSchema = z.looseObject({
+  id: z.string(),
+  status: z.string().describe('queued, running, done or failed'),
+  pipeline: z.string(),
+  mode: z.enum(['sync', 'async']),
+  idempotencyKey: z.string().nullable(),
+  output: z.array(z.number()).optional().describe('Present when done'),
+  rank: z.number().int().optional(),
+  epoch: z.number().int().optional(),
+  error: z.object({ code: z.string(), message: z.string() }).optional().describe('Present when failed: deadline, stopped, bad-input or rank-failed'),
+  attempts: z.number().int().describe('Dispatches to a rank so far'),
+  acceptedAtMs: z.number(),
+  finishedAtMs: z.number().optional(),
+});
+
+/** The OpenAPI descriptions of the routes below. */
+export const ingressRouteDocs: readonly RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/generate',
+    tag: 'requests',
+    summary: 'Accepts an inference request at this node and forwards it to a rank serving its pipeline',
+    description: 'Stored before it is forwarded; re-dispatched if its rank leaves the view; held while the mesh is paused. mode sync (default) waits up to ingressSyncWaitMs for the result, async answers at once with the id (Location: /v1/requests/{id}).',
+    body: generateBodySchema,
+    responses: {
+      200: { description: 'Done: the result', schema: requestViewSchema },
+      202: { description: 'Accepted and not finished yet: poll GET /v1/requests/{id}', schema: requestViewSchema },
+      400: { description: 'bad-request: the body or its input is invalid' },
+      404: { description: 'unknown-pipeline' },
+      409: { description: 'idempotency-conflict: the key names a different request' },
+      413: { description: 'too-large' },
+      429: { description: 'busy: queues full (Retry-After)' },
+      502: { description: 'The request failed on its rank' },
+      503: { description: 'unavailable: no rank serves now, or the mesh stopped' },
+      504: { description: 'The request passed its deadline' },
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/requests/:id',
+    tag: 'requests',
+    summary: 'A request\'s status and result (on the node that accepted it)',
+    params: z.object({ id: z.string().describe('The id POST /v1/generate answered') }),
+    responses: {
+      200: { description: 'The request', schema: requestViewSchema },
+      404: { description: 'not-found: no such request on this node' },
+    },
+  },
+];
+
 export function ingressRoutes(ingress: IngressService, options: IngressRouteOptions): Hono {
+  return describeRoutes(ingressModule(ingress, options), ingressRouteDocs);
+}
+
+function ingressModule(ingress: IngressService, options: IngressRouteOptions): Hono {
   // A token is at most 5 digits and a comma; the rest of the body is small.
   const bodyBytesMax = options.inputTokensMax * 8 + 4096;
   return new Hono()
