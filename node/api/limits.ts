@@ -14,7 +14,7 @@ export interface RequestLimits {
   mutationBurst: number;
 }
 
-export const requestLimitDefaults: RequestLimits = { bodyBytesMax: 1024 * 1024, mutationsPerSecond: 50, mutationBurst: 100 };
+export const requestLimitDefaults: RequestLimits = { bodyBytesMax: 1024 * 1024, mutationsPerSecond: 1000, mutationBurst: 2000 };
 
 const readOnlyMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
