@@ -79,6 +79,7 @@ export const settings = {
   rankRequestTimeoutMs: z.number().int().min(1).default(30_000).describe('POST /v1/rank/infer answers 504 when its result takes longer than this'),
   controlTimeoutMs: z.number().int().min(1).default(60_000).describe('POST /v1/control/* waits this long for this node to reach the target state, then answers 504 with the state reached'),
   closedGraceMs: z.number().int().min(0).default(2000).describe('After the mesh closes (STOP), keep gossiping the closed record this long, then exit 0'),
+  newGeneration: z.boolean().default(false).describe('Start the next generation of a mesh that STOP closed; without it a node that finds its mesh closed (stored or gossiped) exits 0'),
   stopOnStdinEnd: z.boolean().default(false).describe('Stop when standard input closes, so a node never outlives the script that started it'),
   role: z.enum(['rank', 'gateway']).default('rank').describe('rank: the node may hold a rank or be a spare; gateway: it joins the gossip and routes requests but never holds a rank nor counts toward worldSize or quorum'),
   pipelines: z.array(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'expected pipeline names of 1-64 letters, digits, _ . : or -')).min(1).default(['default']).describe('Pipelines this node accepts requests for (POST /v1/generate refuses others)'),

@@ -2,7 +2,7 @@
 // Exit codes: 0 after a clean stop, 1 when the node cannot start, 2 for a bad config.
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
-import { Runtime } from './runtime.ts';
+import { MeshClosedError, Runtime } from './runtime.ts';
 
 async function main(): Promise<number> {
   let loaded;
@@ -43,6 +43,11 @@ async function main(): Promise<number> {
   try {
     node = await runtime.start();
   } catch (err) {
+    if (err instanceof MeshClosedError) {
+      // Not a failure: the mesh this node belonged to ended. A supervisor restarting it sees 0.
+      log.info({ meshId: err.meshId, generation: err.generation, epoch: err.epoch }, err.message);
+      return 0;
+    }
     log.fatal({ err: { name: (err as Error).name, message: (err as Error).message } }, `cannot start: ${(err as Error).message}`);
     return 1;
   }
@@ -56,7 +61,10 @@ async function main(): Promise<number> {
     // A STOP closed the mesh: the closed record keeps being gossiped for the grace period (so
     // peers that missed the view learn it and exit too), then the process ends with 0.
     void runtime.meshClosed.then(async (closed) => {
-      log.info({ generation: closed.generation, epoch: closed.epoch, graceMs: config.closedGraceMs }, 'the mesh is closed (STOP); exiting after the grace period');
+      // A spare or a joiner still warming up never waits on a mesh that will not come back
+      // (nvidia-resiliency-ext's spares hung, or exited non-zero, at a closed rendezvous).
+      const what = closed.role === 'member' ? 'the mesh is closed (STOP)' : closed.role === 'spare' ? 'the mesh closed (STOP) while this node waited as a spare' : 'the mesh closed (STOP) before this node was given a rank';
+      log.info({ generation: closed.generation, epoch: closed.epoch, role: closed.role, graceMs: config.closedGraceMs }, `${what}; exiting 0 after the grace period`);
       await Bun.sleep(config.closedGraceMs);
       resolve('the mesh closed');
     });

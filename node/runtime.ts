@@ -42,6 +42,23 @@ export type RuntimeStatus =
 export interface ClosedMesh {
   readonly generation: number;
   readonly epoch: number;
+  /** What this incarnation was in the closed view: a rank, a waiting spare, or outside it (a joiner still warming up, a node that just started). */
+  readonly role: 'member' | 'spare' | 'outsider';
+}
+
+/**
+ * The data directory holds a mesh that STOP closed and no new generation was asked for
+ * (newGeneration): the node does not start, and `bun run node` exits 0.
+ */
+export class MeshClosedError extends Error {
+  override readonly name = 'MeshClosedError';
+  constructor(
+    readonly meshId: string,
+    readonly generation: number,
+    readonly epoch: number,
+  ) {
+    super(`mesh ${meshId} was closed by STOP (generation ${generation}, epoch ${epoch}); nothing to join — start with --new-generation to form generation ${generation + 1}`);
+  }
 }
 
 /** What a started node is, for logs, tests and scripts. */
@@ -172,6 +189,12 @@ export class Runtime {
     if (identity.created) log.info({ peerId }, 'created a new identity key');
     if (swarm.created) log.info({ keyFile }, 'created a new pre-shared key');
 
+    // A closed mesh stays closed: starting a node again never begins a new generation from a
+    // stale closed record, only when the operator asks for one.
+    const before = new CoreStore(this.storage.db, config.meshId).load()?.view;
+    if (before?.closed && !config.newGeneration) throw new MeshClosedError(config.meshId, before.generation, before.epoch);
+    if (before?.closed) log.info({ closedGeneration: before.generation }, `forming generation ${before.generation + 1} of mesh ${config.meshId} (--new-generation)`);
+
     this.transportRef = await Transport.create({
       privateKey: identity.privateKey,
       swarmKey: swarm.key,
@@ -208,7 +231,22 @@ export class Runtime {
       probeTimeoutMs: config.probeTimeoutMs,
       directTimeoutMs: config.requestTimeoutMs,
     });
-    this.driverRef.once('closed', (view) => this.closed.resolve({ generation: view.generation, epoch: view.epoch }));
+    // Whether this incarnation was ever in an open view (a rank or a spare): only a node that
+    // never was may take a closed record it learns as the end of the last generation and
+    // form the next one (--new-generation); any other node exits with its mesh.
+    let inOpenView = false;
+    this.driverRef.on('view', (view) => {
+      if (!view.closed && [...view.ranks, ...view.spares].some((h) => h?.peerId === peerId && h.bootId === bootId)) inOpenView = true;
+    });
+    this.driverRef.on('closed', (view) => {
+      if (config.newGeneration && !inOpenView && core.startNextGeneration()) {
+        log.info({ closedGeneration: view.generation }, `learned that generation ${view.generation} is closed; forming generation ${view.generation + 1} (--new-generation)`);
+        return;
+      }
+      const mine = (h: { peerId: string; bootId: string } | null) => h?.peerId === peerId && h.bootId === bootId;
+      const role = view.ranks.some(mine) ? 'member' : view.spares.some(mine) ? 'spare' : 'outsider';
+      this.closed.resolve({ generation: view.generation, epoch: view.epoch, role });
+    });
     await this.driverRef.start();
     const { hostname, port } = splitHostPort(config.httpAddr);
     const metrics = new NodeMetrics();
@@ -266,6 +304,7 @@ export class Runtime {
       startedAtMs,
       addresses: () => transport.addresses(),
       connectedPeers: () => transport.connectedPeers(),
+      join: rank === undefined ? undefined : () => ({ phase: rank.joinPhase(), rank: rank.rankStatus().rank, warmUp: rank.warmUpProgress() }),
     };
     const driver = this.driverRef;
     metrics.attach({ driver, rank: this.rankRef, tickMs: config.tickMs });

@@ -15,8 +15,12 @@ import type { BarrierResult } from '../../mesh/rawnode.ts';
 export interface MetricsSources {
   readonly driver: Pick<MeshDriver, 'on' | 'off' | 'counters' | 'core'>;
   readonly rank?: { rankStatus(): RankStatus };
-  /** Depths of other queues this node keeps (e.g. ingress), by queue name, read at scrape time. */
-  readonly queues?: () => Readonly<Record<string, number>>;
+  /** The edge ingress: its request counts by outcome, and its held, queued and in-flight requests. */
+  readonly ingress?: {
+    /** Named counts (e.g. IngressCounters); every numeric field becomes one series. */
+    readonly counters: object;
+    load(): { held: number; queued: number; inflight: number };
+  };
   /** Tick of the protocol core; the barrier sampler runs once per tick. */
   readonly tickMs: number;
 }
@@ -102,6 +106,11 @@ export class NodeMetrics {
       return r === undefined ? [] : [[{ outcome: 'accepted' }, r.accepted], [{ outcome: 'completed' }, r.completed], [{ outcome: 'failed' }, r.failed], [{ outcome: 'timed_out' }, r.timedOut]];
     });
 
+    syncedCounter(registers, 'rankmesh_ingress_events_total', 'Edge ingress: requests accepted, done, failed, re-dispatched, refused, by event', ['event'], () => {
+      const counters = read()?.ingress?.counters;
+      return counters === undefined ? [] : Object.entries(counters).flatMap(([event, n]): Row[] => (typeof n === 'number' ? [[{ event: snake(event) }, n]] : []));
+    });
+
     readGauge(registers, 'rankmesh_view_generation', 'Generation of the committed view', [], () => single(read()?.driver.core.view()?.generation));
     readGauge(registers, 'rankmesh_view_epoch', 'Epoch of the committed view', [], () => single(read()?.driver.core.view()?.epoch));
     readGauge(registers, 'rankmesh_active_ranks', 'Ranks in the active-rank mask of the committed view', [], () => {
@@ -113,13 +122,16 @@ export class NodeMetrics {
       const s = read();
       return s === undefined ? [] : [[{ state: s.driver.core.lifecycleState() }, 1]];
     });
-    readGauge(registers, 'rankmesh_queue_depth', 'Requests waiting, by queue (rank: this node\'s engine loop)', ['queue'], () => {
+    readGauge(registers, 'rankmesh_queue_depth', 'Requests waiting, by queue (rank: this node\'s engine loop; ingress_*: requests this node accepted, held without a rank, queued for a rank, in flight)', ['queue'], () => {
       const s = read();
       if (s === undefined) return [];
       const rows: Row[] = [];
       const rank = s.rank?.rankStatus();
       if (rank !== undefined) rows.push([{ queue: 'rank' }, rank.queueLength]);
-      for (const [queue, depth] of Object.entries(s.queues?.() ?? {})) rows.push([{ queue }, depth]);
+      const ingress = s.ingress?.load();
+      if (ingress !== undefined) {
+        rows.push([{ queue: 'ingress_held' }, ingress.held], [{ queue: 'ingress_queued' }, ingress.queued], [{ queue: 'ingress_inflight' }, ingress.inflight]);
+      }
       return rows;
     });
     readGauge(registers, 'rankmesh_rank_serving', '1 while this node\'s rank serves its epoch', [], () => {
@@ -208,6 +220,11 @@ type Row = [Labels, number];
 
 function barrierKey(generation: number, epoch: number, name: string, seq: number): string {
   return `${generation}/${epoch}/${name}/${seq}`;
+}
+
+/** `refusedBusy` → `refused_busy`, the Prometheus way of writing label values. */
+function snake(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
 function single(value: number | undefined): Row[] {
