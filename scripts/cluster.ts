@@ -123,7 +123,8 @@ void readCommands();
 
 /**
  * Commands typed on stdin, one per line: `kill NAME` (SIGKILL, a crash), `stop NAME`
- * (SIGTERM), `restart NAME` (start it again with the same data directory), `list`.
+ * (SIGTERM), `restart NAME` (start it again with the same data directory), `list` (each
+ * node's join phase: warming with its progress, ready, spare, joining, serving).
  */
 async function readCommands(): Promise<void> {
   const help = 'commands: list | kill NAME | stop NAME | restart NAME';
@@ -133,7 +134,10 @@ async function readCommands(): Promise<void> {
     const node = name === undefined ? undefined : nodes.get(name);
     const plan = plans.find((p) => p.name === name);
     if (verb === 'list') {
-      for (const n of nodes.values()) print(`${n.name}  ${n.httpUrl}  pid ${n.process.pid}  ${n.process.exitCode === null ? 'running' : `exited ${n.process.exitCode}`}`);
+      for (const n of nodes.values()) {
+        const state = n.process.exitCode === null ? `running  ${await joinPhase(n)}` : `exited ${n.process.exitCode}`;
+        print(`${n.name}  ${n.httpUrl}  pid ${n.process.pid}  ${state}`);
+      }
     } else if ((verb === 'kill' || verb === 'stop') && node !== undefined) {
       node.process.kill(verb === 'kill' ? 'SIGKILL' : 'SIGTERM');
     } else if (verb === 'restart' && node !== undefined && plan !== undefined) {
@@ -162,6 +166,20 @@ while (!stopping) {
     break;
   }
   await Bun.sleep(50);
+}
+
+/** A node's way to serving as `list` shows it: phase, rank, and warm-up progress while it warms up. */
+async function joinPhase(node: ClusterNode): Promise<string> {
+  try {
+    const response = await fetch(`${node.httpUrl}/v1/status`, { signal: AbortSignal.timeout(1000) });
+    const join = ((await response.json()) as { join: { phase: string; rank: number | null; warmUp: { phase: string; fraction: number } } | null }).join;
+    if (join === null) return 'gateway';
+    const rank = join.rank === null ? '' : ` rank ${join.rank}`;
+    const warm = join.phase === 'warming' ? ` (${join.warmUp.phase} ${Math.round(join.warmUp.fraction * 100)}%)` : '';
+    return `${join.phase}${rank}${warm}`;
+  } catch {
+    return 'not answering';
+  }
 }
 
 async function allSeeEachOther(): Promise<boolean> {
