@@ -37,7 +37,7 @@ export const DEMAND_MESSAGE_BYTES_MAX = 1000;
 export const DEMAND_WIRE_VERSION = 1;
 
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,40}$/;
-const PIPELINE_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const PIPELINE_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
 const TAG_PATTERN = /^[A-Za-z0-9._-]{1,16}$/;
 export const PRIORITY_MAX = 1000;
 
@@ -85,7 +85,7 @@ export function remainingSteps(r: DemandRecord): number {
 /** Why a record is malformed, or null. */
 export function recordProblem(r: DemandRecord): string | null {
   if (!ID_PATTERN.test(r.id)) return `record id must be 1..40 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(r.id)}`;
-  if (!PIPELINE_PATTERN.test(r.pipeline)) return `pipeline name must be 1..64 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(r.pipeline)}`;
+  if (!PIPELINE_PATTERN.test(r.pipeline)) return `pipeline name must be 1..64 of A-Z a-z 0-9 . _ : -, got ${JSON.stringify(r.pipeline)}`;
   if (!Number.isInteger(r.steps) || r.steps < 1 || r.steps > PLAN_NUMBER_MAX) return `steps must be an integer in 1..${PLAN_NUMBER_MAX}, got ${r.steps}`;
   if (!Number.isInteger(r.priority) || r.priority < 0 || r.priority > PRIORITY_MAX) return `priority must be an integer in 0..${PRIORITY_MAX}, got ${r.priority}`;
   const tags = Object.keys(r.done);

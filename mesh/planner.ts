@@ -31,7 +31,7 @@ export const REBALANCE_POINTS = 10;
 /** Largest remaining work or priority accepted (fits a 31-bit integer). */
 export const PLAN_NUMBER_MAX = 2 ** 31 - 1;
 
-const NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** Bad planner input: nothing was planned. */
 export class PlannerError extends Error {
@@ -178,7 +178,7 @@ export function planProblem(inputs: PlanInputs): string | null {
   if (demand.length > PLAN_PIPELINES_MAX) return `at most ${PLAN_PIPELINES_MAX} pipelines, got ${demand.length}`;
   const seen = new Set<string>();
   for (const d of demand) {
-    if (!NAME_PATTERN.test(d.pipeline)) return `pipeline name must be 1..64 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(d.pipeline)}`;
+    if (!NAME_PATTERN.test(d.pipeline)) return `pipeline name must be 1..64 of A-Z a-z 0-9 . _ : -, got ${JSON.stringify(d.pipeline)}`;
     if (seen.has(d.pipeline)) return `pipeline ${d.pipeline} is listed twice`;
     seen.add(d.pipeline);
     if (!isCount(d.remaining)) return `remaining work of ${d.pipeline} must be an integer in 0..${PLAN_NUMBER_MAX}, got ${d.remaining}`;

@@ -16,6 +16,8 @@ import { GossipProbe } from './p2p/gossip-probe.ts';
 import { meshRoutes } from './api/mesh.ts';
 import { rankRoutes } from './api/rank.ts';
 import { ingressRoutes } from './api/ingress.ts';
+import { demandRoutes } from './api/demand.ts';
+import { DemandService } from './demand/service.ts';
 import { defaultModelConfig } from './engine/weights.ts';
 import { Ingress } from './ingress/ingress.ts';
 import { ForwardServer } from './ingress/serve.ts';
@@ -82,6 +84,7 @@ export class Runtime {
   private driverRef: MeshDriver | undefined;
   private rankRef: RankHost | undefined;
   private ingressRef: Ingress | undefined;
+  private demandRef: DemandService | undefined;
   private metricsRef: NodeMetrics | undefined;
   private appRef: ReturnType<typeof createApp> | undefined;
   /** Aborted at stop: open dashboard event streams end so HTTP stop does not wait on them. */
@@ -139,6 +142,12 @@ export class Runtime {
   get ingress(): Ingress {
     if (this.ingressRef === undefined) throw new Error('runtime is not started');
     return this.ingressRef;
+  }
+
+  /** Demand records, plan rounds and the plan (PlanState); present once started. */
+  get demand(): DemandService {
+    if (this.demandRef === undefined) throw new Error('runtime is not started');
+    return this.demandRef;
   }
 
   /** The driver of the protocol core; present once started. */
@@ -269,6 +278,21 @@ export class Runtime {
     });
     await this.rankRef?.start();
 
+    const demand = new DemandService({
+      meshId: config.meshId,
+      peerId,
+      db: this.storage.db,
+      transport,
+      driver: this.driverRef,
+      log: log.child({ component: 'demand' }),
+      pollMs: config.tickMs,
+      roundIntervalMs: config.planRoundIntervalMs,
+      syncIntervalMs: config.demandSyncIntervalMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+    });
+    this.demandRef = demand;
+    await demand.start();
+
     const rank = this.rankRef;
     const forwards =
       rank === undefined
@@ -290,6 +314,8 @@ export class Runtime {
       settings: config,
       vocab: defaultModelConfig.vocab,
       local: forwards === undefined ? undefined : (bytes) => forwards.serve(bytes),
+      // Requests go only to ranks the current plan gives their pipeline (every rank before plans exist).
+      ranksFor: (pipeline) => demand.plans.ranksFor(pipeline),
       log: log.child({ component: 'ingress' }),
     });
     this.ingressRef = ingress;
@@ -327,7 +353,8 @@ export class Runtime {
       },
       routes: [meshRoutes(core, config.tickMs), ...(rank === undefined ? [] : [rankRoutes(rank)]),
         ingressRoutes(ingress, { syncWaitMs: config.ingressSyncWaitMs, inputTokensMax: config.ingressInputTokensMax }),
-        controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe)],
+        controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe),
+        demandRoutes(demand, { timeoutMs: config.demandTimeoutMs, pipelines: config.pipelines })],
     });
     this.appRef = app;
     this.server = Bun.serve({ hostname, port, fetch: app.fetch });
@@ -340,6 +367,9 @@ export class Runtime {
     // them; unfinished requests stay stored and are dispatched again by the next start.
     this.ingressRef?.stop();
     this.ingressRef = undefined;
+    // Callers waiting for a rank are answered (504, the node is stopping) before HTTP stops.
+    this.demandRef?.stop();
+    this.demandRef = undefined;
     this.stopping?.abort();
     this.metricsRef?.detach();
     if (this.server !== undefined) {
