@@ -1,5 +1,6 @@
 // Covers GET /metrics on a real 3-node mesh: the exposition parses, and its figures move with
-// real activity (requests, lifecycle commands, a crash) on the node that saw it and no other.
+// real activity (rank and ingress requests, lifecycle commands, a crash) on the node that saw
+// it and no other.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
@@ -43,6 +44,10 @@ describe('/metrics', () => {
       const r = await post(a, '/v1/rank/infer', { input: [1, 2, 3, i] });
       expect(r.status).toBe(200);
     }
+    const generated = await post(a, '/v1/generate', { input: [7, 8, 9] });
+    expect(generated.status).toBe(200);
+    // The ingress forwards to any rank; when it picked this node's own, its rank ran one more.
+    const ranHere = ((await generated.json()) as { rank: number }).rank === a.runtime.rank.rankStatus().rank ? 1 : 0;
     expect((await post(a, '/v1/control/pause', {})).status).toBe(200);
     expect((await post(a, '/v1/control/unpause', {})).status).toBe(200);
     const after = parse(await (await fetch(`${a.httpUrl}/metrics`)).text());
@@ -51,9 +56,9 @@ describe('/metrics', () => {
     expect(moved('rankmesh_http_requests_total', { method: 'POST', route: '/v1/rank/infer', status: '200' })).toBe(requests);
     expect(moved('rankmesh_http_request_duration_seconds_count', { method: 'POST', route: '/v1/rank/infer' })).toBe(requests);
     expect(moved('rankmesh_http_requests_total', { method: 'POST', route: '/v1/control/:command', status: '200' })).toBe(2);
-    expect(moved('rankmesh_rank_requests_total', { outcome: 'completed' })).toBe(requests);
+    expect(moved('rankmesh_rank_requests_total', { outcome: 'completed' })).toBe(requests + ranHere);
     expect(moved('rankmesh_engine_iteration_seconds_count', { kind: 'step' })).toBeGreaterThanOrEqual(1);
-    expect(moved('rankmesh_engine_tokens_total')).toBe(requests * 4);
+    expect(moved('rankmesh_engine_tokens_total')).toBe(requests * 4 + ranHere * 3);
     expect(moved('rankmesh_collective_bytes_total', { op: 'allReduce' })).toBeGreaterThan(0);
     expect(moved('rankmesh_collective_seconds_count', { op: 'allGather' })).toBeGreaterThan(0);
     expect(moved('rankmesh_lifecycle_transitions_total', { from: 'RUNNING', to: 'PAUSING' })).toBe(1);
@@ -61,6 +66,9 @@ describe('/metrics', () => {
     expect(moved('rankmesh_lifecycle_transition_seconds_count', { from: 'PAUSING', to: 'PAUSED' })).toBe(1);
     expect(moved('rankmesh_barrier_seconds_count', { name: 'control' })).toBeGreaterThanOrEqual(1);
     expect(moved('rankmesh_gossip_messages_total', { direction: 'out' })).toBeGreaterThan(0);
+    expect(moved('rankmesh_ingress_events_total', { event: 'accepted' })).toBe(1);
+    expect(moved('rankmesh_ingress_events_total', { event: 'done' })).toBe(1);
+    expect(value(after, 'rankmesh_queue_depth', { queue: 'ingress_inflight' })).toBe(0);
   });
 
   test('errors are counted under their route and status, unknown paths as unmatched', async () => {
@@ -76,7 +84,9 @@ describe('/metrics', () => {
   test('each node has its own registry: requests to one node do not show at another', async () => {
     const m = parse(await (await fetch(`${b.httpUrl}/metrics`)).text());
     expect(value(m, 'rankmesh_http_requests_total', { method: 'POST', route: '/v1/rank/infer', status: '200' })).toBe(0);
-    expect(value(m, 'rankmesh_rank_requests_total', { outcome: 'accepted' })).toBe(0);
+    // (Its rank may have run a request node-0's ingress forwarded; node-0 accepted it, not node-1.)
+    expect(value(m, 'rankmesh_ingress_events_total', { event: 'accepted' })).toBe(0);
+    expect(value(parse(await (await fetch(`${a.httpUrl}/metrics`)).text()), 'rankmesh_ingress_events_total', { event: 'accepted' })).toBe(1);
   });
 
   test('a crashed rank shows at a survivor as a suspicion and a view change', async () => {
