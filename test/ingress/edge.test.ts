@@ -1,7 +1,8 @@
-// Covers POST /v1/generate and GET /v1/requests/:id on a rank and a gateway: bad input is refused with a clear 4xx and nothing stored, idempotency keys name one request, async requests are followed by GET, a full rank queue answers 429 and a full hold 503 with Retry-After, requests sent while PAUSED wait and run after UNPAUSE — also across a restart of their ingress node — and STOP fails the waiting ones with status stopped.
+// Covers POST /v1/generate and GET /v1/requests/:id on a rank and a gateway: bad input is refused with a clear 4xx and nothing stored, idempotency keys name one request, a rank runs a forwarded id once, async requests are followed by GET, a full rank queue answers 429 and a full hold 503 with Retry-After, requests sent while PAUSED wait and run after UNPAUSE — also across a restart of their ingress node — and STOP fails the waiting ones with status stopped.
 import { Database } from 'bun:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
+import { decodeForwardReply, encodeForwardRequest, FORWARD_REQUEST, type ForwardReply } from '../../node/ingress/wire.ts';
 import { waitFor } from '../node/helpers.ts';
 import { fullyServing, generate, getRequest, inputOf, singleRankOutputs, TestCluster, type TestNode, token } from './helpers.ts';
 
@@ -127,6 +128,24 @@ describe('edge routes', () => {
     }
     expect(storedRows(gateway)).toBe(rows + accepted.length);
     await waitFor('every accepted request done', async () => (await Promise.all(accepted.map((a) => getRequest(gateway.httpUrl, a.body.id)))).every((g) => g.body.status === 'done'), 10_000);
+  });
+
+  test('a rank runs a request id once however often it is forwarded, and answers a malformed forward with an error', async () => {
+    const before = rank.runtime.rank.rankStatus().requests.accepted;
+    const bytes = encodeForwardRequest({ id: 'dedupe-1', pipeline: 'default', input: inputOf(21) });
+    const send = async (b: Uint8Array): Promise<ForwardReply | string> => {
+      const result = await gateway.runtime.transport.request(rank.peerId, FORWARD_REQUEST, b);
+      if (!result.ok) throw new Error(result.message);
+      return decodeForwardReply(result.bytes);
+    };
+    const [a, b] = await Promise.all([send(bytes), send(bytes)]);
+    const c = await send(bytes);
+    const [want] = await singleRankOutputs([inputOf(21)]);
+    for (const reply of [a, b, c]) expect(reply).toEqual({ kind: 'done', id: 'dedupe-1', output: [...want!], rank: 0, epoch: cluster.view(rank)!.epoch });
+    expect(rank.runtime.rank.rankStatus().requests.accepted).toBe(before + 1);
+    const bad = await send(new TextEncoder().encode('{"v":1,"id":"x"}'));
+    expect(bad).toMatchObject({ kind: 'error', code: 'bad-request' });
+    expect(rank.runtime.rank.rankStatus().requests.accepted).toBe(before + 1);
   });
 
   test('requests sent while PAUSED wait (503 past the hold), survive a restart of their ingress node, and run after UNPAUSE', async () => {
