@@ -72,6 +72,7 @@ export const settings = {
   dataPlaneAnnounceIntervalMs: z.number().int().min(10).default(5000).describe('Interval between gossip announcements of this node\'s data-plane address'),
   engineModelSeed: z.number().int().min(0).max(0xffffffff).default(1).describe('Seed of the reference engine\'s weights; every node of a mesh must use the same'),
   engineWarmUpMs: z.number().int().min(0).default(0).describe('Least time the engine warm-up takes (models a real model\'s load and graph capture)'),
+  engineReadyBeforeWarmUp: z.boolean().default(false).describe('Announce READY before the warm-up ends, so the ranks admit this node at once and wait for its warm-up (synchronous admission: a benchmark baseline, not for production)'),
   rankQueueCapacity: z.number().int().min(1).default(1024).describe('Requests waiting on this node\'s rank, at most; more are refused with 429'),
   rankBatchRequestsMax: z.number().int().min(1).default(32).describe('Requests in one engine step, at most'),
   rankConnectTimeoutMs: z.number().int().min(1).default(10_000).describe('A communicator\'s ring links must be up within this, and peers\' data-plane addresses known'),

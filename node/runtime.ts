@@ -277,6 +277,8 @@ export class Runtime {
       wrapCommunicator: (comm) => meterCommunicator(comm, metrics),
     });
     await this.rankRef?.start();
+    // The synchronous-admission baseline: READY now, so the ranks take this node in and wait.
+    if (config.engineReadyBeforeWarmUp && this.rankRef !== undefined) core.markReady();
 
     const demand = new DemandService({
       meshId: config.meshId,
