@@ -6,7 +6,10 @@
 // has to tell a burst of version skew from a peer that keeps trying.
 import type { ConnectionGater, PeerId } from '@libp2p/interface';
 import { TopicValidatorResult, type TopicValidatorFn } from '@libp2p/gossipsub';
+import { decodeDemandMessage } from '../../mesh/demand.ts';
 import { decode as decodeCoreMessage } from '../../mesh/wire.ts';
+import { DEMAND_CHANNEL } from '../demand/service.ts';
+import { CORE_CHANNEL } from '../mesh/driver.ts';
 
 export interface PeerGuardOptions {
   /** Invalid messages one peer may send within a minute; one more disconnects and blocks it. */
@@ -25,8 +28,12 @@ export type ChannelValidator = (bytes: Uint8Array) => string | null;
  * /rankmesh/<meshId>/<channel>). Adding a channel's decoder here is all it takes.
  */
 export const channelValidators: Readonly<Record<string, ChannelValidator>> = {
-  core: (bytes) => {
+  [CORE_CHANNEL]: (bytes) => {
     const decoded = decodeCoreMessage(bytes);
+    return decoded.ok ? null : decoded.reason;
+  },
+  [DEMAND_CHANNEL]: (bytes) => {
+    const decoded = decodeDemandMessage(bytes);
     return decoded.ok ? null : decoded.reason;
   },
 };
