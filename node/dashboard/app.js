@@ -108,7 +108,7 @@ function renderSpares(snap) {
   const me = snap.panels.status.ok ? snap.panels.status.body : null;
   const rank = snap.panels.rank.ok ? snap.panels.rank.body : null;
   if (me && rank && rank.rank === null && !rows.some((r) => r.peerId === me.peerId)) {
-    rows.push({ peerId: me.peerId, role: me.phase ?? 'this node', ready: rank.warmUp.phase === 'ready' });
+    rows.push({ peerId: me.peerId, role: rank.phase ?? 'this node', ready: rank.warmUp.fraction >= 1 });
   }
   if (rows.length === 0) return box.replaceChildren(el('p', { class: 'muted', text: 'no spares or joiners' }));
   box.replaceChildren(
@@ -119,7 +119,7 @@ function renderSpares(snap) {
       rows.map((r) => {
         const self = me && r.peerId === me.peerId && rank;
         const fraction = self ? rank.warmUp.fraction : r.ready ? 1 : null;
-        const label = self ? `${rank.warmUp.phase} ${Math.round(rank.warmUp.fraction * 100)}%` : r.ready ? 'ready' : 'warming up';
+        const label = self ? `${rank.phase ?? rank.warmUp.phase} ${Math.round(rank.warmUp.fraction * 100)}%` : r.ready ? 'ready' : 'warming up';
         return el(
           'tr',
           { 'data-spare': r.peerId },
@@ -174,15 +174,31 @@ function renderPipelines(snap) {
   const box = $('pipelines');
   const panel = snap.panels.pipelines;
   if (!panel.ok) return unavailable(box, panel, 'pipeline demand');
-  const list = Array.isArray(panel.body) ? panel.body : panel.body.pipelines || [];
-  if (list.length === 0) return box.replaceChildren(el('p', { class: 'muted', text: 'no open pipelines' }));
-  const keys = [...new Set(list.flatMap((p) => Object.keys(p)))];
+  const body = panel.body;
+  const list = Array.isArray(body) ? body : body.pipelines || [];
+  const round = body.round ? `plan round ${body.round.seq} of epoch ${body.round.epoch}` : 'no plan round yet';
+  if (list.length === 0) return box.replaceChildren(el('p', { class: 'muted', text: `no pipelines with demand · ${round}` }));
   box.replaceChildren(
+    el('p', { class: 'muted', text: round }),
     el(
       'table',
-      {},
-      el('tr', {}, keys.map((k) => el('th', { text: k }))),
-      list.map((p) => el('tr', { 'data-pipeline': p.name ?? p.pipeline ?? '' }, keys.map((k) => el('td', { text: typeof p[k] === 'object' ? JSON.stringify(p[k]) : String(p[k] ?? '') })))),
+      { id: 'pipeline-table' },
+      el('tr', {}, el('th', { text: 'pipeline' }), el('th', { text: 'ranks' }), el('th', { text: 'demand' }), el('th', { text: 'progress' })),
+      list.map((p) => {
+        const records = p.records || [];
+        const open = records.filter((r) => !r.closed);
+        const steps = records.reduce((s, r) => s + r.steps, 0);
+        const done = records.reduce((s, r) => s + r.done, 0);
+        const fraction = steps === 0 ? 0 : done / steps;
+        return el(
+          'tr',
+          { 'data-pipeline': p.name },
+          el('td', { text: p.name }),
+          el('td', { text: p.ranks && p.ranks.length > 0 ? p.ranks.join(', ') : 'none' }),
+          el('td', { text: `${p.remaining} steps left · ${open.length} open record${open.length === 1 ? '' : 's'}${p.priority ? ` · priority ${p.priority}` : ''}` }),
+          el('td', {}, el('div', { class: 'bar', title: `${done} of ${steps} steps` }, el('div', { style: `width:${Math.round(fraction * 100)}%` }), el('span', { text: `${done} / ${steps}` }))),
+        );
+      }),
     ),
   );
 }

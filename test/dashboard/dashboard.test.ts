@@ -99,13 +99,25 @@ describe.skipIf(!hasChromium)('dashboard in Chromium', () => {
     await waitFor('node-2 RUNNING', () => mesh.nodes[2]!.runtime.driver.core.lifecycleState() === 'RUNNING', 10_000);
   }, 40_000);
 
-  test('a panel whose route this node lacks says so; a screenshot is saved', async () => {
+  test('pipelines show their demand and assigned ranks (or say the node lacks the route); a screenshot is saved', async () => {
     const pipelines = await fetch(`${node.httpUrl}/v1/pipelines`);
     if (pipelines.status === 404) {
       expect(await page.textContent('#pipelines [data-unavailable="404"]')).toContain('not available');
     } else {
       expect(pipelines.status).toBe(200);
-      expect(await page.$('#pipelines [data-unavailable]')).toBeNull();
+      const opened = await fetch(`${node.httpUrl}/v1/pipelines/default/demand`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ steps: 100, timeoutMs: 15_000 }),
+      });
+      expect(opened.status).toBe(201);
+      const { ranks } = (await opened.json()) as { ranks: number[] };
+      const row = '#pipelines tr[data-pipeline="default"]';
+      await page.waitForSelector(row, { timeout: 10_000 });
+      await page.waitForFunction((sel) => !(document.querySelector(sel)?.children[1]?.textContent ?? 'none').startsWith('none'), row, { timeout: 10_000 });
+      const shown = (await page.textContent(`${row} td:nth-child(2)`)) ?? '';
+      for (const r of ranks) expect(shown.split(', ')).toContain(String(r));
+      expect(await page.textContent(`${row} td:nth-child(3)`)).toContain('100 steps left');
     }
     const shot = join(shotDir, 'dashboard.png');
     await page.screenshot({ path: shot, fullPage: true });
