@@ -312,7 +312,7 @@ export class Runtime {
       self: peerId,
       driver: this.driverRef,
       transport,
-      store: new IngressStore(this.storage.db, config.ingressFinishedKeptMax),
+      store: IngressStore.open(this.storage.path, config.ingressFinishedKeptMax),
       settings: config,
       vocab: defaultModelConfig.vocab,
       local: forwards === undefined ? undefined : (bytes) => forwards.serve(bytes),

@@ -152,7 +152,8 @@ export class Ingress {
 
   /**
    * Stops forwarding; unfinished requests stay stored for the next start, and every waiter is
-   * answered with the request as it stands. Idempotent.
+   * answered with the request as it stands. Closes the store (if it owns its connection).
+   * Idempotent.
    */
   stop(): void {
     if (this.state.code !== 'started') return;
@@ -170,6 +171,7 @@ export class Ingress {
     this.tracked.clear();
     this.held = [];
     this.slots.clear();
+    this.options.store.close();
   }
 
   /**
