@@ -22,7 +22,7 @@
  */
 import { z } from 'zod';
 import { BARRIER_PAYLOAD_BYTES_MAX, type BarrierResult } from './barrier.ts';
-import { PLAN_NUMBER_MAX, PLAN_PIPELINES_MAX, type PipelineDemand, type PlanResult, plan, rebalanceWanted, servingOrder } from './planner.ts';
+import { PLAN_NUMBER_MAX, PLAN_PIPELINES_MAX, type PipelineDemand, type PlanResult, REBALANCE_POINTS, plan, rebalanceWanted, servingOrder } from './planner.ts';
 
 /** The barrier name of plan rounds. */
 export const PLAN_BARRIER = 'plan';
@@ -35,6 +35,12 @@ export const PLAN_PAYLOAD_PIPELINES_MAX = 16;
 /** Gossip messages stay below this (noise on Bun drops messages of 1,200 bytes and more). */
 export const DEMAND_MESSAGE_BYTES_MAX = 1000;
 export const DEMAND_WIRE_VERSION = 1;
+/**
+ * A rank starts a rebalance round when some pipeline's share of ranks is this many points
+ * from its share of remaining work (and the planner would move a rank): half of rlix's
+ * 10-point threshold, so that drift while a round runs still leaves the gap within 10.
+ */
+export const REBALANCE_TRIGGER_POINTS = REBALANCE_POINTS / 2;
 
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,40}$/;
 const PIPELINE_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -321,8 +327,9 @@ export function comparePlans(a: Pick<AgreedPlan, 'generation' | 'epoch' | 'seq'>
  * another (seq 1, 2, …): a rank arrives at seq n + 1 only once seq n completed here, which is
  * what serialises resizes. It arrives when its epoch has had no round yet (a committed view
  * changes the ranks), when another rank already started the next round, or when its own
- * book says the current plan is far from the demand (rebalanceWanted) and at least
- * `minIntervalTicks` passed since its last round completed. Time is in the driver's units.
+ * book says the current plan is far from the demand (rebalanceWanted at `triggerPoints`)
+ * in a way the planner would change, and at least `minIntervalTicks` passed since its last
+ * round completed. Time is in the driver's units.
  */
 export class PlanRounds {
   private generation = -1;
@@ -335,7 +342,10 @@ export class PlanRounds {
   /** The rank this node held in `latest` (its serving pipeline is looked up by it). */
   private latestRank = -1;
 
-  constructor(private readonly minIntervalTicks: number) {}
+  constructor(
+    private readonly minIntervalTicks: number,
+    private readonly triggerPoints = REBALANCE_TRIGGER_POINTS,
+  ) {}
 
   /** The current view as this node holds it; rank -1 when it holds none. */
   setView(generation: number, epoch: number, rank: number): void {
@@ -367,7 +377,7 @@ export class PlanRounds {
     if (this.rank < 0 || this.arrivedSeq > this.completedSeq) return null;
     const seq = this.arrivedSeq + 1;
     const fresh = this.completedSeq === 0;
-    const wanted = !fresh && now - this.lastCompletedTick >= this.minIntervalTicks && rebalanceWanted(ranks, demand, this.assignmentMap());
+    const wanted = !fresh && now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand);
     if (!(fresh || peerStarted(seq) || wanted)) return null;
     return seq;
   }
@@ -394,6 +404,15 @@ export class PlanRounds {
     this.latest = { generation: p.generation, epoch: p.epoch, seq: p.seq, assignment: p.assignment, demand: p.demand };
     this.latestRank = selfRank >= 0 ? selfRank : p.generation === this.generation && p.epoch === this.epoch ? this.rank : -1;
     return true;
+  }
+
+  /** Far from the demand, and the planner (on this node's own view) would move a rank. */
+  private rebalance(ranks: readonly number[], demand: readonly PipelineDemand[]): boolean {
+    const current = this.assignmentMap();
+    if (!rebalanceWanted(ranks, demand, current, this.triggerPoints)) return false;
+    const top = [...demand].sort(servingOrder).slice(0, PLAN_PIPELINES_MAX);
+    const planned = plan({ ranks, demand: top, current });
+    return planned.shrinks.length > 0 || planned.expands.length > 0;
   }
 
   private assignmentMap(): Map<number, string | null> {

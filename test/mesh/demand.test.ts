@@ -191,6 +191,22 @@ describe('PlanRounds', () => {
     expect(r.next(12, [0, 1], more, () => false)).toBe(2);
   });
 
+  test('a gap the planner cannot close (rounding) starts no round, so rounds are not spent for nothing', () => {
+    const r = new PlanRounds(0);
+    r.setView(1, 1, 0);
+    r.arrived(1);
+    const even = [
+      { pipeline: 'a', remaining: 10, priority: 0 },
+      { pipeline: 'b', remaining: 10, priority: 0 },
+    ];
+    const p = encodePlanPayload(null, even, 'd');
+    r.completed(0, result(1, [p, p, p]));
+    expect(r.plan()?.assignment.map(([, x]) => x)).toEqual(['a', 'b', 'a']);
+    // a holds 67% of ranks for 50% of the work: 17 points, but the planner would not move a rank.
+    expect(r.next(10, [0, 1, 2], even, () => false)).toBeNull();
+    expect(r.next(10, [0, 1, 2], [even[0]!, { ...even[1]!, remaining: 40 }], () => false)).toBe(2);
+  });
+
   test('results of another barrier or another epoch are not plans; a node without a rank runs no rounds but adopts newer plans', () => {
     const r = new PlanRounds(0);
     r.setView(1, 2, -1);
