@@ -10,6 +10,14 @@ import type { Browser, Page } from 'playwright-core';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
 
+// Functions handed to page.waitForFunction run in the browser; this is the little of the DOM
+// they touch (the project's TypeScript has no DOM library).
+interface PageNode {
+  readonly textContent: string | null;
+  readonly children: ArrayLike<PageNode>;
+}
+declare const document: { getElementById(id: string): PageNode | null; querySelector(selector: string): PageNode | null };
+
 const chromiumPath = '/usr/bin/chromium';
 const hasChromium = existsSync(chromiumPath);
 if (!hasChromium) console.log(`test/dashboard skipped: ${chromiumPath} is absent (apt-get install chromium; .ci/run installs it where apt is available)`);
