@@ -59,8 +59,8 @@ export async function fuzz<I>(target: FuzzTarget<I>, options: FuzzOptions): Prom
 /** One input through the harness, checked; throws a sentence saying what went wrong. */
 async function feedOnce<I>(harness: Harness<I>, input: I): Promise<Outcome> {
   await harness.prepare?.();
-  const before = harness.state();
-  const livenessBefore = harness.liveness?.();
+  const before = await harness.state();
+  const livenessBefore = await harness.liveness?.();
   let outcome: Outcome;
   try {
     outcome = await harness.feed(input);
@@ -70,8 +70,8 @@ async function feedOnce<I>(harness: Harness<I>, input: I): Promise<Outcome> {
   if (outcome.accepted) return outcome;
   if (typeof outcome.reason !== 'string' || outcome.reason.trim() === '') throw new Error('an input was refused without a reason');
   if (outcome.counted === false) throw new Error(`a refusal was not counted (${outcome.reason})`);
-  if (!Bun.deepEquals(harness.state(), before)) throw new Error(`a refused input changed state (${outcome.reason})`);
-  if (!outcome.livenessOnly && harness.liveness && !Bun.deepEquals(harness.liveness(), livenessBefore)) {
+  if (!Bun.deepEquals(await harness.state(), before)) throw new Error(`a refused input changed state (${outcome.reason})`);
+  if (!outcome.livenessOnly && harness.liveness && !Bun.deepEquals(await harness.liveness(), livenessBefore)) {
     throw new Error(`a refused input changed what the node heard (${outcome.reason})`);
   }
   return outcome;

@@ -28,9 +28,9 @@ export interface Harness<I = Uint8Array> {
   /** Feeds one input. Throwing is a failure: a decoder must refuse, not crash. */
   feed(input: I): Outcome | Promise<Outcome>;
   /** The state a refused input must leave unchanged (undefined: the decoder keeps none). */
-  state(): unknown;
+  state(): unknown | Promise<unknown>;
   /** What a refused input must leave unchanged unless the outcome is livenessOnly (who was heard when). */
-  liveness?(): unknown;
+  liveness?(): unknown | Promise<unknown>;
   /** Called before each input: a harness whose state drifted (an accepted input) may reset. */
   prepare?(): void | Promise<void>;
   close?(): void | Promise<void>;
