@@ -335,7 +335,7 @@ export class Runtime {
       join: rank === undefined ? undefined : () => ({ phase: rank.joinPhase(), rank: rank.rankStatus().rank, warmUp: rank.warmUpProgress() }),
     };
     const driver = this.driverRef;
-    metrics.attach({ driver, rank: this.rankRef, tickMs: config.tickMs });
+    metrics.attach({ driver, rank: this.rankRef, ingress, tickMs: config.tickMs });
     this.stopping = new AbortController();
     const app = createApp({
       info,
@@ -348,9 +348,11 @@ export class Runtime {
       onChange: (listener) => {
         driver.on('view', listener);
         driver.on('lifecycle', listener);
+        demand.plans.on('change', listener);
         return () => {
           driver.off('view', listener);
           driver.off('lifecycle', listener);
+          demand.plans.off('change', listener);
         };
       },
       routes: [meshRoutes(core, config.tickMs), ...(rank === undefined ? [] : [rankRoutes(rank)]),
