@@ -11,7 +11,7 @@ const meshId = 'm';
 const coreTopic = meshTopic(meshId, 'core');
 const started: MeshLibp2p[] = [];
 
-async function meshNode(swarmKey: Uint8Array, invalidPerMinuteMax = 3): Promise<MeshLibp2p> {
+async function meshNode(swarmKey: Uint8Array, invalidPerMinuteMax = 3, gossipBytesMax = 1 << 20): Promise<MeshLibp2p> {
   const node = await createMeshLibp2p({
     privateKey: await generateKeyPair('Ed25519'),
     swarmKey,
@@ -19,7 +19,7 @@ async function meshNode(swarmKey: Uint8Array, invalidPerMinuteMax = 3): Promise<
     connectionGater: {},
     gossipHeartbeatIntervalMs: 100,
     ipColocationFactorWeight: 0,
-    gossipBytesMax: 1 << 20,
+    gossipBytesMax,
     meshId,
     peerGuard: { invalidPerMinuteMax, blockMs: 60_000 },
   });
@@ -123,5 +123,23 @@ describe('peers', () => {
     await attacker.dial(victim.getMultiaddrs()[0]!, { signal: AbortSignal.timeout(3000) }).catch(() => undefined);
     await waitFor('the redial closed at both ends', () => victim.getConnections(attacker.peerId).length === 0 && attacker.getConnections(victim.peerId).length === 0, 5000);
     expect(await attacker.services.pubsub.publish(coreTopic, coreMessage(1)).then((r) => r.recipients.length)).toBe(0);
+  });
+
+  test('a gossip message over the size limit is not delivered, and costs the sender its gossip stream', async () => {
+    const key = newSwarmKey();
+    const victim = await meshNode(key, 100, 4096);
+    const sender = await meshNode(key, 100);
+    await linked(sender, victim);
+    const heard = received(victim);
+    const big = encode({ v: WIRE_VERSION, meshId, generation: 1, epoch: 0, body: { type: 'cmd', kind: 'PAUSE', id: 'x'.repeat(64) } });
+    const padded = new Uint8Array(8192);
+    padded.set(big);
+    padded.fill(0x20, big.byteLength);
+    await sender.services.pubsub.publish(coreTopic, padded);
+    // The receiver reads past its limit, drops the frame and closes the sender's gossip stream.
+    const inbound = () => (victim.services.pubsub as unknown as { streamsInbound: Map<string, unknown> }).streamsInbound;
+    expect(inbound().has(sender.peerId.toString())).toBe(true);
+    await waitFor('the oversized frame to close the gossip stream', () => !inbound().has(sender.peerId.toString()), 4000);
+    expect(heard).toEqual([]);
   });
 });
