@@ -326,10 +326,11 @@ export function comparePlans(a: Pick<AgreedPlan, 'generation' | 'epoch' | 'seq'>
  * When a rank arrives at the next plan round. Plan rounds of one epoch run one after
  * another (seq 1, 2, …): a rank arrives at seq n + 1 only once seq n completed here, which is
  * what serialises resizes. It arrives when its epoch has had no round yet (a committed view
- * changes the ranks), when another rank already started the next round, or when its own
- * book says the current plan is far from the demand (rebalanceWanted at `triggerPoints`)
- * in a way the planner would change, and at least `minIntervalTicks` passed since its last
- * round completed. Time is in the driver's units.
+ * changes the ranks), when another rank already started the next round, when its own book
+ * holds demand for a pipeline the plan gives no rank (at once: that pipeline is starving),
+ * or when its book says the plan is far from the demand (rebalanceWanted at
+ * `triggerPoints`) in a way the planner would change, at least `minIntervalTicks` after its
+ * last round completed. Time is in the driver's units.
  */
 export class PlanRounds {
   private generation = -1;
@@ -377,7 +378,8 @@ export class PlanRounds {
     if (this.rank < 0 || this.arrivedSeq > this.completedSeq) return null;
     const seq = this.arrivedSeq + 1;
     const fresh = this.completedSeq === 0;
-    const wanted = !fresh && now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand);
+    // A pipeline with demand and no rank is starving: its round is not rate-limited.
+    const wanted = !fresh && (this.starving(ranks, demand) || (now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand)));
     if (!(fresh || peerStarted(seq) || wanted)) return null;
     return seq;
   }
@@ -404,6 +406,13 @@ export class PlanRounds {
     this.latest = { generation: p.generation, epoch: p.epoch, seq: p.seq, assignment: p.assignment, demand: p.demand };
     this.latestRank = selfRank >= 0 ? selfRank : p.generation === this.generation && p.epoch === this.epoch ? this.rank : -1;
     return true;
+  }
+
+  /** Some pipeline the planner would serve (ranks allowing) holds no rank: the planner gives it one. */
+  private starving(ranks: readonly number[], demand: readonly PipelineDemand[]): boolean {
+    const held = new Set(this.latest?.assignment.filter(([r]) => ranks.includes(r)).map(([, p]) => p) ?? []);
+    const served = demand.filter((d) => d.remaining > 0).sort(servingOrder).slice(0, ranks.length);
+    return served.some((d) => !held.has(d.pipeline));
   }
 
   /** Far from the demand, and the planner (on this node's own view) would move a rank. */
