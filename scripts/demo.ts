@@ -6,7 +6,7 @@
 // Ctrl-C (`--no-wait`: stop at the end). Everything lives in a temporary directory that is
 // removed on exit; every node's log is kept there while it runs.
 import { Command, InvalidArgumentError } from 'commander';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -223,6 +223,12 @@ async function waitFor<T>(what: string, check: (p: ReturnType<typeof progress>) 
     if (value !== null) {
       p.done();
       return value;
+    }
+    const dead = nodes.find((n) => n.process !== null && n.process.exitCode !== null);
+    if (dead !== undefined) {
+      p.fail(`${dead.name} exited (code ${dead.process!.exitCode})`);
+      const tail = readFileSync(join(dir, `${dead.name}.log`), 'utf8').trimEnd().split('\n').slice(-8).join('\n');
+      throw new Error(`demo: ${dead.name} exited unexpectedly with code ${dead.process!.exitCode}; the end of its log:\n${tail}`);
     }
     if (performance.now() > deadline) {
       p.fail(`not within ${formatSeconds(stepTimeoutMs)}`);
