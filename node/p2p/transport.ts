@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { PeerGate } from './gate.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
-import type { PeerGuardCounters, PeerGuardOptions } from './peer-guard.ts';
+import { channelValidators, type PeerGuardCounters, type PeerGuardOptions } from './peer-guard.ts';
 import { decodePeers, encodePeers, peerExchangeName } from './peer-exchange.ts';
 import { Redialer } from './redial.ts';
 import { exchange, serveRequest, type RequestFailure, type RequestHandler, type RequestResult } from './rpc.ts';
@@ -269,8 +269,19 @@ export class Transport {
   }
 
   private async register(name: string, handler: RequestHandler): Promise<void> {
+    // A direct request on a channel the peer guard validates counts against its sender like
+    // invalid gossip does; the handler still sees it and refuses it in its own way.
+    const check = channelValidators[name];
+    const guarded: RequestHandler =
+      check === undefined
+        ? handler
+        : (from, bytes) => {
+            const reason = check(bytes);
+            if (reason !== null) this.node.services.guard.invalid(from, name, reason);
+            return handler(from, bytes);
+          };
     await this.node.handle(this.protocol(name), (stream, connection) =>
-      serveRequest(stream, connection.remotePeer.toString(), handler, this.options.requestBytesMax, this.options.requestTimeoutMs),
+      serveRequest(stream, connection.remotePeer.toString(), guarded, this.options.requestBytesMax, this.options.requestTimeoutMs),
     );
   }
 

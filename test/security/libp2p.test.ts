@@ -4,7 +4,9 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { multiaddr } from '@multiformats/multiaddr';
 import { encode, WIRE_VERSION } from '../../mesh/wire.ts';
 import { createMeshLibp2p, meshTopic, type MeshLibp2p } from '../../node/p2p/libp2p.ts';
+import { Transport } from '../../node/p2p/transport.ts';
 import { newSwarmKey } from '../../node/secrets.ts';
+import pino from 'pino';
 import { waitFor } from '../node/helpers.ts';
 
 const meshId = 'm';
@@ -141,5 +143,55 @@ describe('peers', () => {
     expect(inbound().has(sender.peerId.toString())).toBe(true);
     await waitFor('the oversized frame to close the gossip stream', () => !inbound().has(sender.peerId.toString()), 4000);
     expect(heard).toEqual([]);
+  });
+});
+
+describe('direct requests', () => {
+  const transports: Transport[] = [];
+  afterEach(async () => {
+    await Promise.all(transports.splice(0).map((t) => t.stop()));
+  });
+
+  async function transport(swarmKey: Uint8Array): Promise<Transport> {
+    const t = await Transport.create({
+      privateKey: await generateKeyPair('Ed25519'),
+      swarmKey,
+      meshId,
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      peers: [],
+      gossipHeartbeatIntervalMs: 100,
+      ipColocationFactorWeight: 0,
+      requestTimeoutMs: 3000,
+      requestBytesMax: 1 << 16,
+      redialMinMs: 60_000,
+      redialMaxMs: 60_000,
+      log: pino({ level: 'silent' }),
+      peerGuard: { invalidPerMinuteMax: 2, blockMs: 60_000 },
+    });
+    transports.push(t);
+    await t.start();
+    return t;
+  }
+
+  test('invalid direct core requests count against their sender, who is disconnected past the threshold', async () => {
+    const key = newSwarmKey();
+    const victim = await transport(key);
+    const attacker = await transport(key);
+    const seen: string[] = [];
+    await victim.handle('core', (_from, bytes) => {
+      seen.push(new TextDecoder().decode(bytes));
+      return new Uint8Array();
+    });
+    const address = victim.addresses()[0]!;
+    await attacker.dial(address);
+    // A valid core message is no strike.
+    expect((await attacker.request(victim.peerId, 'core', coreMessage(1))).ok).toBe(true);
+    for (let i = 0; i < 2; i++) expect((await attacker.request(victim.peerId, 'core', new TextEncoder().encode(`junk ${i}`))).ok).toBe(true);
+    expect(victim.guardStatus()).toEqual({ invalid: { core: 2 }, fromBlocked: 0, blocks: 0, blocked: [] });
+    await attacker.request(victim.peerId, 'core', new TextEncoder().encode('junk 3'));
+    await waitFor('the sender disconnected', () => !victim.connectedPeers().includes(attacker.peerId), 5000);
+    expect(victim.guardStatus().blocked).toEqual([attacker.peerId]);
+    // The handler saw every request (it refuses malformed ones in its own way), the last one included.
+    expect(seen).toHaveLength(4);
   });
 });
