@@ -218,7 +218,15 @@ export class DemandService {
 
   private poll(): void {
     if (this.state.code !== 'started') return;
-    const nowMs = Date.now();
+    try {
+      this.pollOnce(Date.now());
+    } catch (err) {
+      // A bug here must not take the node down with it (this runs on a timer): log and go on.
+      this.options.log.error({ err }, 'demand poll failed');
+    }
+  }
+
+  private pollOnce(nowMs: number): void {
     const core = this.options.driver.core;
     const view = core.view();
     if (view !== null && !view.closed) {
@@ -252,6 +260,15 @@ export class DemandService {
 
   private readonly onBarrier = (result: BarrierResult): void => {
     if (result.name !== PLAN_BARRIER) return;
+    try {
+      this.planRoundDone(result);
+    } catch (err) {
+      // Runs inside the driver's hand-out loop, which must not be broken by a listener.
+      this.options.log.error({ err, seq: result.seq }, 'plan round result not applied');
+    }
+  };
+
+  private planRoundDone(result: BarrierResult): void {
     const agreed = this.rounds.completed(Date.now(), result);
     if (agreed === null) return;
     this.counters.rounds++;
@@ -265,7 +282,7 @@ export class DemandService {
     }
     // The lowest rank tells nodes without a rank at once, so they pull the new plan.
     if (result.ranks[0] === this.options.driver.core.rank()) this.gossipSummary(Date.now());
-  };
+  }
 
   // ---- records: storage and gossip ----
 
