@@ -133,7 +133,7 @@ export class NetnsLab {
     this.clearLoss(index);
     if (percent === 0) return;
     // numgen takes values 0..99, so a total loss is a plain drop.
-    const chance = percent >= 100 ? '' : `numgen random mod 100 < ${Math.round(percent)} `;
+    const chance = percent >= 100 ? '' : `numgen random mod 100 < ${Math.round(percent)} counter `;
     const script = [
       'table inet rmx_loss {',
       '  chain out {',

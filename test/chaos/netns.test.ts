@@ -1,0 +1,73 @@
+// Covers real node processes, each in its own network namespace, through a 2|3 split, an
+// isolated node, one-way loss on one node and a kill -9 with restart, while requests flow
+// through every reachable node; after each, the nodes' own records are audited (agreement per
+// epoch, a minority that never advanced, every request answered) and all exit 0 at the end.
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { NetnsLab, netnsUnavailableReason, nftUnavailableReason } from '../../scripts/lib/netns.ts';
+import { exitViolations } from './accounting.ts';
+import { NsCluster } from './ns-cluster.ts';
+import { type ChaosEnv, type ScenarioName, scenarios, seededRandom, waitConverged } from './scenarios.ts';
+
+const skipReason = netnsUnavailableReason();
+const nftReason = skipReason ?? nftUnavailableReason();
+if (skipReason !== undefined) console.log(`test/chaos: skipped, ${skipReason}`);
+else if (nftReason !== undefined) console.log(`test/chaos: the one-way loss scenario is skipped, ${nftReason}`);
+
+const seed = Number(process.env.SEED ?? Date.now() % 100_000);
+const nodes = 5;
+const rankRequestTimeoutMs = 4000;
+let lab: NetnsLab | undefined;
+let cluster: NsCluster | undefined;
+let env: ChaosEnv;
+
+beforeAll(async () => {
+  if (skipReason !== undefined) return;
+  console.log(`test/chaos: seed ${seed} (SEED=${seed} replays the same choices)`);
+  lab = NetnsLab.create({ hosts: nodes });
+  cluster = await NsCluster.start({
+    lab,
+    nodes,
+    worldSize: nodes,
+    env: { RANKMESH_REDIAL_MAX_MS: '2000', RANKMESH_RANK_REQUEST_TIMEOUT_MS: String(rankRequestTimeoutMs), RANKMESH_RANK_CONNECT_TIMEOUT_MS: '3000' },
+  });
+  env = {
+    lab,
+    cluster,
+    worldSize: nodes,
+    random: seededRandom(seed),
+    log: (line) => console.log(`chaos: ${line}`),
+    holdMs: 2000,
+    reactMs: 30_000,
+    rankRequestTimeoutMs,
+  };
+  await waitConverged(env, 60_000);
+}, 90_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+  lab?.destroy();
+  cluster?.removeFiles();
+});
+
+function chaosTest(name: ScenarioName, reason: string | undefined): void {
+  test.skipIf(reason !== undefined)(name, async () => {
+    const report = await scenarios[name](env);
+    expect(report.violations).toEqual([]);
+    expect(report.requests.lost).toBe(0);
+    expect(report.requests.completed).toBeGreaterThan(0);
+    expect(report.faults).toBeGreaterThan(0);
+  }, 120_000);
+}
+
+chaosTest('split 2|3 and heal', skipReason);
+chaosTest('isolate one and heal', skipReason);
+// All of the node's outgoing packets are dropped silently. Partial loss (60%, 97%) runs in
+// scripts/chaos.ts, where its results are reported rather than gating CI.
+chaosTest('one-way loss on one node (100%)', nftReason);
+chaosTest('kill -9 and restart a rank', skipReason);
+
+test.skipIf(skipReason !== undefined)('every node exits 0 when stopped', async () => {
+  await cluster!.stop();
+  expect(cluster!.nodes.every((n) => n.exits.length > 0)).toBe(true);
+  expect(exitViolations(cluster!)).toEqual([]);
+}, 30_000);

@@ -1,0 +1,348 @@
+// The chaos scenarios, shared by the bun test suite (test/chaos/) and the longer run
+// (scripts/chaos.ts). Each one runs while requests flow through every reachable node, injects
+// its faults through the NetnsLab or by killing processes, heals, waits for the mesh to
+// converge on one full view, and then audits what the nodes recorded (accounting.ts).
+// Choices (which nodes to cut or kill) come from a seeded PRNG, so a run can be replayed.
+import type { NetnsLab } from '../../scripts/lib/netns.ts';
+import {
+  agreementViolations,
+  minorityViolations,
+  requestViolations,
+  type Violation,
+  viewsBetween,
+} from './accounting.ts';
+import { type LoadSummary, RequestLoad } from './load.ts';
+import type { NsCluster, NsNode, ViewBody } from './ns-cluster.ts';
+
+export interface ChaosEnv {
+  readonly lab: NetnsLab;
+  readonly cluster: NsCluster;
+  readonly worldSize: number;
+  readonly random: () => number;
+  /** Progress lines (the script prints them; tests may drop them). */
+  readonly log: (line: string) => void;
+  /** How long a cut stays after the majority has moved on, so the minority has time to try. */
+  readonly holdMs: number;
+  /** Bound on each wait for the mesh to react (detection, convergence). */
+  readonly reactMs: number;
+  /** Rank requests are answered (504 at worst) within this; the load's deadline is above it. */
+  readonly rankRequestTimeoutMs: number;
+}
+
+export interface ScenarioReport {
+  readonly name: string;
+  readonly faults: number;
+  readonly durationMs: number;
+  readonly requests: LoadSummary;
+  readonly violations: Violation[];
+}
+
+export type Scenario = (env: ChaosEnv) => Promise<ScenarioReport>;
+
+/** Nodes whose link the harness took down: they cannot be reached, so no requests go there. */
+const cutOff = new WeakMap<NsCluster, Set<number>>();
+
+export const scenarios = {
+  'split 2|3 and heal': split23,
+  'isolate one and heal': isolateOne,
+  'one-way loss on one node (100%)': (env) => oneWayLoss(env, 100),
+  'one-way loss on one node (97%)': (env) => oneWayLoss(env, 97),
+  'one-way loss on one node (60%)': (env) => oneWayLoss(env, 60),
+  'kill -9 and restart a rank': killRank,
+  'kill -9 and restart two ranks': killTwoRanks,
+  'kill -9 and restart a spare': killSpare,
+  'flapping link': flappingLink,
+  'one-way cut': oneWayCut,
+} satisfies Record<string, Scenario>;
+
+export type ScenarioName = keyof typeof scenarios;
+
+/** Waits until every running, reachable node holds the same view, full and naming them all. */
+export async function waitConverged(env: ChaosEnv, timeoutMs = env.reactMs): Promise<ViewBody> {
+  const { cluster } = env;
+  let last = '';
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const nodes = reachable(env);
+    const views = await Promise.all(nodes.map((n) => cluster.view(n)));
+    const first = views[0];
+    if (first !== undefined && first !== null) {
+      const members = new Set([...first.ranks.filter((r) => r.active).map((r) => r.peerId), ...first.spares.map((s) => s.peerId)]);
+      const same = views.every((v) => v !== null && v.generation === first.generation && v.epoch === first.epoch && v.mask === first.mask);
+      const full = first.ranks.filter((r) => r.active).length === env.worldSize;
+      if (same && full && nodes.every((n) => members.has(n.peerId)) && members.size === nodes.length) return first;
+    }
+    last = views.map((v, i) => `${nodes[i]!.name}=${v === null || v === undefined ? '-' : `${v.generation}/${v.epoch}:${v.mask}+${v.spares.length}`}`).join(' ');
+    if (performance.now() > deadline) throw new Error(`no convergence within ${timeoutMs} ms: ${last}${deadNodes(env)}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** What ended the nodes that are not running, with their last lines, for error messages. */
+function deadNodes(env: ChaosEnv): string {
+  const dead = env.cluster.nodes.filter((n) => !env.cluster.running(n));
+  return dead.map((n) => `\n${n.name} not running (${JSON.stringify(n.exits.at(-1))}): ${n.logs.slice(-5).map((r) => r.msg).join(' | ')}`).join('');
+}
+
+/** The running nodes the harness can reach. */
+export function reachable(env: ChaosEnv): NsNode[] {
+  const cut = cutOff.get(env.cluster) ?? new Set<number>();
+  return env.cluster.nodes.filter((n) => env.cluster.running(n) && !cut.has(n.index));
+}
+
+// --- scenarios -----------------------------------------------------------------------------
+
+async function split23(env: ChaosEnv): Promise<ScenarioReport> {
+  return scenario(env, 'split 2|3 and heal', async (ctx) => {
+    const view = ctx.view;
+    const ranked = rankedNodes(env, view);
+    const minority = pick(env, ranked, 2);
+    const majority = env.cluster.nodes.filter((n) => !minority.includes(n) && env.cluster.running(n));
+    env.log(`cut ${names(minority)} | ${names(majority)}`);
+    env.lab.split(minority.map((n) => n.index), majority.map((n) => n.index));
+    ctx.fault(minority.length * majority.length);
+    const fromMs = Date.now();
+    await ctx.expect('the majority to commit a view without the minority', () => viewsLack(env, majority, minority));
+    await Bun.sleep(env.holdMs);
+    const toMs = Date.now();
+    env.lab.heal();
+    ctx.violations.push(...minorityViolations(env.cluster, minority, fromMs, toMs));
+  });
+}
+
+async function isolateOne(env: ChaosEnv): Promise<ScenarioReport> {
+  return scenario(env, 'isolate one and heal', async (ctx) => {
+    const [victim] = pick(env, rankedNodes(env, ctx.view), 1) as [NsNode];
+    const others = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
+    env.log(`link down: ${victim.name}`);
+    ctx.load.disturb(victim);
+    markCut(env, victim, true);
+    env.lab.linkDown(victim.index);
+    ctx.fault();
+    const fromMs = Date.now();
+    await ctx.expect('the others to commit a view without the isolated node', () => viewsLack(env, others, [victim]));
+    await Bun.sleep(env.holdMs);
+    const toMs = Date.now();
+    env.lab.heal();
+    markCut(env, victim, false);
+    ctx.violations.push(...minorityViolations(env.cluster, [victim], fromMs, toMs));
+  });
+}
+
+/**
+ * A share of everything one node sends is dropped. The node must be removed, stay out while
+ * the loss lasts (no flapping), and no healthy node may be evicted by its failing probes.
+ */
+async function oneWayLoss(env: ChaosEnv, percent: number): Promise<ScenarioReport> {
+  return scenario(env, `one-way loss on one node (${percent}%)`, async (ctx) => {
+    const [victim] = pick(env, rankedNodes(env, ctx.view), 1) as [NsNode];
+    const healthy = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
+    env.log(`${percent}% loss on everything ${victim.name} sends`);
+    env.lab.setLoss(victim.index, percent);
+    ctx.fault();
+    const fromMs = Date.now();
+    await ctx.expect('the healthy nodes to remove the lossy one', () => viewsLack(env, healthy, [victim]));
+    const removedMs = Date.now();
+    // The loss stays on: the node must stay out (not be admitted and removed again).
+    await Bun.sleep(env.holdMs * 2);
+    const toMs = Date.now();
+    env.lab.heal();
+    const healthyPeers = new Set(healthy.map((n) => n.peerId));
+    for (const observer of healthy) {
+      for (const { key, active } of viewsBetween(env.cluster, observer, fromMs, toMs)) {
+        const missing = [...healthyPeers].filter((p) => !active.has(p));
+        if (missing.length > 0) ctx.violations.push({ invariant: 'healthy-evicted', detail: `${observer.name} committed ${key} without healthy ${missing.join(', ')}` });
+      }
+      const readmitted = viewsBetween(env.cluster, observer, removedMs, toMs).filter((v) => v.active.has(victim.peerId));
+      if (readmitted.length > 0) {
+        ctx.violations.push({ invariant: 'flapping', detail: `${observer.name} re-admitted lossy ${victim.name} in ${readmitted.map((v) => v.key).join(', ')} while the loss lasted` });
+      }
+    }
+  });
+}
+
+async function killRank(env: ChaosEnv): Promise<ScenarioReport> {
+  return killAndRestart(env, 'kill -9 and restart a rank', (view) => pick(env, rankedNodes(env, view), 1));
+}
+
+async function killTwoRanks(env: ChaosEnv): Promise<ScenarioReport> {
+  return killAndRestart(env, 'kill -9 and restart two ranks', (view) => pick(env, rankedNodes(env, view), 2));
+}
+
+async function killSpare(env: ChaosEnv): Promise<ScenarioReport> {
+  return killAndRestart(env, 'kill -9 and restart a spare', (view) => {
+    const spares = env.cluster.nodes.filter((n) => view.spares.some((s) => s.peerId === n.peerId));
+    if (spares.length === 0) throw new Error('no spare to kill: run with more nodes than worldSize');
+    return pick(env, spares, 1);
+  });
+}
+
+async function flappingLink(env: ChaosEnv, cycles = 4, periodMs = 1500): Promise<ScenarioReport> {
+  return scenario(env, 'flapping link', async (ctx) => {
+    const [victim] = pick(env, rankedNodes(env, ctx.view), 1) as [NsNode];
+    const others = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
+    env.log(`flapping ${victim.name}: ${cycles} × (${periodMs} ms down, ${periodMs} ms up)`);
+    const fromMs = Date.now();
+    ctx.load.disturb(victim);
+    markCut(env, victim, true);
+    ctx.fault(await env.lab.flap(victim.index, { cycles, downMs: periodMs, upMs: periodMs }));
+    markCut(env, victim, false);
+    const toMs = Date.now();
+    const otherPeers = new Set(others.map((n) => n.peerId));
+    for (const observer of others) {
+      for (const { key, active } of viewsBetween(env.cluster, observer, fromMs, toMs)) {
+        const missing = [...otherPeers].filter((p) => !active.has(p));
+        if (missing.length > 0) ctx.violations.push({ invariant: 'healthy-evicted', detail: `${observer.name} committed ${key} without healthy ${missing.join(', ')}` });
+      }
+    }
+  });
+}
+
+async function oneWayCut(env: ChaosEnv): Promise<ScenarioReport> {
+  return scenario(env, 'one-way cut', async (ctx) => {
+    const [victim] = pick(env, rankedNodes(env, ctx.view), 1) as [NsNode];
+    const others = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
+    env.log(`one-way cut: nothing ${victim.name} sends reaches the others`);
+    for (const other of others) env.lab.blockPath(victim.index, other.index);
+    ctx.fault(others.length);
+    const fromMs = Date.now();
+    await ctx.expect('the others to remove the node they cannot hear', () => viewsLack(env, others, [victim]));
+    await Bun.sleep(env.holdMs);
+    const toMs = Date.now();
+    env.lab.heal();
+    ctx.violations.push(...minorityViolations(env.cluster, [victim], fromMs, toMs));
+  });
+}
+
+// --- the frame every scenario runs in ------------------------------------------------------
+
+interface ScenarioContext {
+  readonly view: ViewBody;
+  readonly load: RequestLoad;
+  readonly violations: Violation[];
+  /** Counts faults as they are injected (they count even when the scenario then aborts). */
+  fault(count?: number): void;
+  /** Waits for a condition the mesh must reach; a miss is a liveness violation and throws. */
+  expect(what: string, condition: () => Promise<boolean>): Promise<void>;
+}
+
+let loads = 0;
+
+async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext) => Promise<void>): Promise<ScenarioReport> {
+  const startedMs = performance.now();
+  env.log(`== ${name}`);
+  const view = await waitConverged(env);
+  const load = new RequestLoad({
+    entries: () => reachable(env),
+    answerDeadlineMs: env.rankRequestTimeoutMs + 5000,
+    idPrefix: `${process.pid}-${++loads}`,
+  });
+  const violations: Violation[] = [];
+  let faults = 0;
+  const ctx: ScenarioContext = {
+    view,
+    load,
+    violations,
+    fault(count = 1) {
+      faults += count;
+    },
+    async expect(what, condition) {
+      const deadline = performance.now() + env.reactMs;
+      while (!(await condition())) {
+        if (performance.now() > deadline) {
+          violations.push({ invariant: 'liveness', detail: `${name}: timed out after ${env.reactMs} ms waiting for ${what}` });
+          throw new ScenarioAbort(what);
+        }
+        await Bun.sleep(100);
+      }
+    },
+  };
+  load.start();
+  // Requests flow for a moment before the fault, so some are in flight when it hits.
+  await Bun.sleep(500);
+  try {
+    await body(ctx);
+    await waitConverged(env).catch((err: Error) => {
+      violations.push({ invariant: 'liveness', detail: `${name}: after the heal, ${err.message}` });
+    });
+  } catch (err) {
+    if (!(err instanceof ScenarioAbort)) throw err;
+  } finally {
+    env.lab.heal();
+    for (const node of env.cluster.nodes) markCut(env, node, false);
+  }
+  // A moment of healthy traffic after the heal, then every request must have settled.
+  await Bun.sleep(500);
+  const requests = await load.stop();
+  violations.push(...requestViolations(requests, name), ...agreementViolations(env.cluster));
+  const report = { name, faults, durationMs: Math.round(performance.now() - startedMs), requests, violations };
+  env.log(`   ${report.durationMs} ms, ${faults} fault(s), requests ${JSON.stringify(requests)}, violations ${violations.length}`);
+  for (const v of violations) env.log(`   VIOLATION ${v.invariant}: ${v.detail}`);
+  return report;
+}
+
+class ScenarioAbort extends Error {}
+
+async function killAndRestart(env: ChaosEnv, name: string, choose: (view: ViewBody) => NsNode[]): Promise<ScenarioReport> {
+  return scenario(env, name, async (ctx) => {
+    const victims = choose(ctx.view);
+    const others = env.cluster.nodes.filter((n) => !victims.includes(n) && env.cluster.running(n));
+    env.log(`kill -9: ${names(victims)}`);
+    for (const victim of victims) ctx.load.disturb(victim);
+    await Promise.all(victims.map((v) => env.cluster.kill(v, 'SIGKILL')));
+    ctx.fault(victims.length);
+    await ctx.expect('the survivors to commit a view without the killed', () => viewsLack(env, others, victims));
+    env.log(`restart: ${names(victims)}`);
+    for (const victim of victims) env.cluster.spawn(victim);
+  });
+}
+
+// --- helpers -------------------------------------------------------------------------------
+
+/** Whether every node of `observers` serves a view in which none of `absent` takes part. */
+async function viewsLack(env: ChaosEnv, observers: readonly NsNode[], absent: readonly NsNode[]): Promise<boolean> {
+  const views = await Promise.all(observers.map((n) => env.cluster.view(n)));
+  return views.every((v) => {
+    if (v === null) return false;
+    const present = new Set([...v.ranks.filter((r) => r.active).map((r) => r.peerId), ...v.spares.map((s) => s.peerId)]);
+    return absent.every((n) => !present.has(n.peerId));
+  });
+}
+
+/** Nodes holding an active rank in `view`, in rank order. */
+function rankedNodes(env: ChaosEnv, view: ViewBody): NsNode[] {
+  const byPeer = new Map(env.cluster.nodes.map((n) => [n.peerId, n]));
+  return view.ranks.filter((r) => r.active).map((r) => byPeer.get(r.peerId)).filter((n): n is NsNode => n !== undefined);
+}
+
+/** `count` distinct nodes of `from`, drawn with the run's PRNG. */
+function pick(env: ChaosEnv, from: readonly NsNode[], count: number): NsNode[] {
+  if (from.length < count) throw new Error(`cannot pick ${count} of ${from.length} nodes`);
+  const pool = [...from];
+  const out: NsNode[] = [];
+  for (let i = 0; i < count; i++) out.push(...pool.splice(Math.floor(env.random() * pool.length), 1));
+  return out;
+}
+
+function markCut(env: ChaosEnv, node: NsNode, cut: boolean): void {
+  let set = cutOff.get(env.cluster);
+  if (set === undefined) cutOff.set(env.cluster, (set = new Set()));
+  if (cut) set.add(node.index);
+  else set.delete(node.index);
+}
+
+function names(nodes: readonly NsNode[]): string {
+  return nodes.map((n) => n.name).join(', ');
+}
+
+/** A small seeded PRNG (mulberry32) for the harness's choices. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
