@@ -1,4 +1,4 @@
-// Demand and plan rounds on four real in-process nodes: two pipelines signalled at once both get ranks and every node holds the same plan; progress, a completed pipeline's ranks moving to the other, harmless repeats, bad bodies, a restarted node learning the records, and the 504 with its reason.
+// Demand and plan rounds on four real in-process ranks and a spare: two pipelines signalled at once both get ranks and every node holds the same plan (the spare, holding no rank, pulls it); progress, a completed pipeline's ranks moving to the other, harmless repeats, bad bodies, a restarted node learning the records, and the 504 with its reason.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import type { AgreedPlan } from '../../mesh/demand.ts';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
@@ -30,9 +30,9 @@ function agreedPlan(nodes: readonly InprocNode[]): AgreedPlan | null {
   return nodes.every((n) => JSON.stringify(planOf(n)) === JSON.stringify(first)) ? first : null;
 }
 
-describe('demand on four real nodes', () => {
+describe('demand on four real ranks and a spare', () => {
   beforeAll(async () => {
-    mesh = await InprocMesh.start({ nodes: 4, settings });
+    mesh = await InprocMesh.start({ nodes: 5, worldSize: 4, settings });
     await waitFor('a full view and a first plan round on every node', () => mesh.nodes.every((n) => mesh.view(n)?.ranks.every((h) => h !== null) && planOf(n) !== null), 15_000);
   }, 30_000);
 
@@ -61,7 +61,7 @@ describe('demand on four real nodes', () => {
     expect([ra.status, rb.status]).toEqual([201, 201]);
     expect(ra.json.ranks.length).toBeGreaterThan(0);
     expect(rb.json.ranks.length).toBeGreaterThan(0);
-    await waitFor('every node holding one plan with two ranks each', () => {
+    await waitFor('every node, the spare too, holding one plan with two ranks each', () => {
       const p = agreedPlan(mesh.nodes);
       return p !== null && counts(p).a === 2 && counts(p).b === 2;
     });
@@ -140,9 +140,9 @@ describe('demand on four real nodes', () => {
     const again = await mesh.startNode(index, mesh.nodes[0]!.runtime.transport.addresses());
     expect(again.runtime.demand.records().map((r) => r.id)).toContain('dem-a');
     expect(again.runtime.demand.digest()).toBe(held);
-    await waitFor('the restarted node back in a plan agreed by all four', () => {
+    await waitFor('the restarted node back in a plan agreed by all five', () => {
       const p = agreedPlan(mesh.live());
-      return p !== null && mesh.live().length === 4 && counts(p).c === 4;
+      return p !== null && mesh.live().length === 5 && counts(p).c === 4;
     }, 20_000);
   }, 30_000);
 });
