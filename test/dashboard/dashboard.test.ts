@@ -1,7 +1,7 @@
 // Covers the dashboard in a real browser (headless Chromium driven by playwright-core) against
-// a running 3-node mesh: the ranks grid matches /v1/view, live updates arrive over server-sent
-// events, PAUSE and UNPAUSE clicked with the token change the whole mesh's state, panels whose
-// route a node lacks say so, and a screenshot is saved.
+// a running mesh of 3 ranks and a hot spare: the ranks grid matches /v1/view, the spare is
+// listed, live updates arrive over server-sent events, PAUSE and UNPAUSE clicked with the
+// token change the whole mesh's state, pipelines show their demand, and a screenshot is saved.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,15 +25,22 @@ if (!hasChromium) console.log(`test/dashboard skipped: ${chromiumPath} is absent
 const token = 'inproc-test-token';
 let mesh: InprocMesh;
 let node: InprocNode;
+let other: InprocNode;
 let browser: Browser;
 let page: Page;
 const shotDir = mkdtempSync(join(tmpdir(), 'rankmesh-dashboard-'));
 
 beforeAll(async () => {
   if (!hasChromium) return;
-  mesh = await InprocMesh.start({ nodes: 3 });
-  node = mesh.nodes[0]!;
-  await waitFor('every rank serving', () => mesh.nodes.every((n) => n.runtime.rank.rankStatus().serving), 20_000);
+  // Three ranks and a hot spare; the page is opened on a node that holds a rank.
+  mesh = await InprocMesh.start({ nodes: 4, worldSize: 3 });
+  await waitFor('3 ranks serving and a ready spare', () => {
+    const view = mesh.nodes[0]!.runtime.driver.core.summary();
+    const ranked = mesh.nodes.filter((n) => n.runtime.rank.rankStatus().rank !== null);
+    return view !== null && view.spares.some((s) => s.ready) && ranked.length === 3 && ranked.every((n) => n.runtime.rank.rankStatus().serving);
+  }, 20_000);
+  node = mesh.nodes.find((n) => n.runtime.rank.rankStatus().rank !== null)!;
+  other = mesh.nodes.find((n) => n !== node && n.runtime.rank.rankStatus().rank !== null)!;
   const { chromium } = await import('playwright-core');
   // Root in a container has no user namespace for Chromium's sandbox.
   browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox', '--disable-gpu'] });
@@ -69,6 +76,14 @@ describe.skipIf(!hasChromium)('dashboard in Chromium', () => {
     expect(await page.textContent('#mask')).toBe(`0x${view.mask}`);
   });
 
+  test('the spare is listed as ready', async () => {
+    const spare = node.runtime.driver.core.summary()!.spares[0]!;
+    const row = `#spares tr[data-spare="${spare.peerId}"]`;
+    await page.waitForSelector(row);
+    expect(await page.textContent(`${row} td:nth-child(2)`)).toBe('spare');
+    expect(await page.textContent(`${row} td:nth-child(3)`)).toContain('ready');
+  });
+
   test('updates arrive live over server-sent events', async () => {
     await page.waitForFunction(() => document.getElementById('live')?.textContent === 'live', undefined, { timeout: 10_000 });
     const before = await page.textContent('[data-counter="completed"]');
@@ -96,7 +111,7 @@ describe.skipIf(!hasChromium)('dashboard in Chromium', () => {
     await page.waitForSelector('#lifecycle-state[data-state="PAUSED"]', { timeout: 15_000 });
     await page.waitForFunction(() => (document.getElementById('control-result')?.textContent ?? '').startsWith('PAUSE: PAUSED'), undefined, { timeout: 15_000 });
     // The command spread: another node agrees.
-    await waitFor('node-2 PAUSED', () => mesh.nodes[2]!.runtime.driver.core.lifecycleState() === 'PAUSED', 10_000);
+    await waitFor('another rank PAUSED', () => other.runtime.driver.core.lifecycleState() === 'PAUSED', 10_000);
     expect(await page.isDisabled('#cmd-UNPAUSE')).toBe(false);
     expect(await page.isDisabled('#cmd-RESUME')).toBe(true);
     expect(await page.$$eval('#transitions tr', (rows) => rows.map((r) => r.textContent ?? '').join('\n'))).toContain('PAUSING → PAUSED');
@@ -104,7 +119,7 @@ describe.skipIf(!hasChromium)('dashboard in Chromium', () => {
 
     await page.click('#cmd-UNPAUSE');
     await page.waitForSelector('#lifecycle-state[data-state="RUNNING"]', { timeout: 15_000 });
-    await waitFor('node-2 RUNNING', () => mesh.nodes[2]!.runtime.driver.core.lifecycleState() === 'RUNNING', 10_000);
+    await waitFor('another rank RUNNING', () => other.runtime.driver.core.lifecycleState() === 'RUNNING', 10_000);
   }, 40_000);
 
   test('pipelines show their demand and assigned ranks (or say the node lacks the route); a screenshot is saved', async () => {
