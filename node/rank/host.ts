@@ -485,6 +485,12 @@ export class RankHost {
     }
     const comm = outcome.comm;
     let joined: JoinOutcome;
+    // A ring can connect around a member that is gone (its neighbours' links were up), so the
+    // step's collectives may wait on a dead rank: a newer view or build cuts them short.
+    let stepping = true;
+    void changed.then(() => {
+      if (stepping) comm.abort('a newer view or build superseded the join step');
+    });
     try {
       joined = await runJoinStep({ comm, engine: this.engine!, hasState: this.stateCurrent, generation: target.generation, epoch: target.epoch, deadlineMs: settings.rankConnectTimeoutMs });
     } catch (err) {
@@ -493,6 +499,8 @@ export class RankHost {
       this.fail(`epoch ${target.epoch} attempt ${attempt}: join step failed: ${(err as Error).message}`);
       this.scheduleRetry();
       return;
+    } finally {
+      stepping = false;
     }
     this.stateCurrent = true;
     const plan = joined.plan;
