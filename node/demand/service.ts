@@ -31,8 +31,13 @@ import type { Db } from '../storage/database.ts';
 import { PlanState } from './plan-state.ts';
 import { DemandStore } from './store.ts';
 
-/** Gossip channel and direct-request name of the demand service. */
+/** Gossip channel of the demand service (records and summaries). */
 export const DEMAND_CHANNEL = 'demand';
+/**
+ * Direct-request name of a pull (every record and the plan). Not the channel's name: the
+ * peer guard checks direct requests on a gossip channel's name as that channel's messages.
+ */
+export const DEMAND_PULL = 'demand-pull';
 
 export type DemandTransport = Pick<Transport, 'publish' | 'subscribe' | 'handle' | 'request'>;
 export type DemandDriver = Pick<MeshDriver, 'core' | 'arrive' | 'on' | 'off'>;
@@ -113,7 +118,7 @@ export class DemandService {
     for (const r of records) this.mergeQuietly(r);
     const { transport, driver } = this.options;
     if (!this.handlerRegistered) {
-      await transport.handle(DEMAND_CHANNEL, () => this.answerPull());
+      await transport.handle(DEMAND_PULL, () => this.answerPull());
       this.handlerRegistered = true;
     }
     const unsubscribe = transport.subscribe(DEMAND_CHANNEL, (from, bytes) => this.onGossip(from, bytes));
@@ -350,7 +355,7 @@ export class DemandService {
     this.lastPullMs.set(peer, nowMs);
     this.counters.pulls++;
     try {
-      const result = await this.options.transport.request(peer, DEMAND_CHANNEL, new TextEncoder().encode('{"t":"pull"}'), { timeoutMs: this.options.requestTimeoutMs });
+      const result = await this.options.transport.request(peer, DEMAND_PULL, new TextEncoder().encode('{"t":"pull"}'), { timeoutMs: this.options.requestTimeoutMs });
       if (this.state.code !== 'started') return;
       if (!result.ok) {
         this.options.log.debug({ peer, error: result.error }, 'demand pull failed');

@@ -1,5 +1,5 @@
 // Demand and plan rounds on four real in-process ranks and a spare: two pipelines signalled at once both get ranks and every node holds the same plan (the spare, holding no rank, pulls it); progress, a completed pipeline's ranks moving to the other, harmless repeats, bad bodies, a restarted node learning the records, and the 504 with its reason.
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import type { AgreedPlan } from '../../mesh/demand.ts';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
@@ -38,6 +38,11 @@ describe('demand on four real ranks and a spare', () => {
 
   afterAll(async () => {
     await mesh?.stop();
+  });
+
+  afterEach(() => {
+    // Honest nodes never send what the peer guard refuses: demand gossip and pulls included.
+    for (const n of mesh.live()) expect(n.runtime.transport.guardStatus().invalid).toEqual({});
   });
 
   test('two pipelines signalled at the same moment both get ranks, and every node holds the same plan', async () => {
