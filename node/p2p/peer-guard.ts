@@ -58,13 +58,18 @@ export interface PeerGuardHooks {
 
 /** Peers with an open window kept at most; the least recently seen goes first beyond it. */
 const TRACKED_PEERS_MAX = 4096;
-const WINDOW_MS = 60_000;
+/** The window invalid messages are counted over: one minute, in whole seconds. */
+const WINDOW_SECONDS = 60;
 
 export class PeerGuard {
   readonly counters: PeerGuardCounters = { invalid: {}, fromBlocked: 0, blocks: 0 };
   readonly options: PeerGuardOptions;
-  /** Times of each peer's recent invalid messages, oldest first. Invariant: at most invalidPerMinuteMax + 1 each. */
-  private readonly recent = new Map<string, number[]>();
+  /**
+   * Each peer's recent invalid messages, counted per second: [second, count] pairs, oldest
+   * first. Invariant: at most WINDOW_SECONDS pairs each, so counting costs the same whatever
+   * the threshold.
+   */
+  private readonly recent = new Map<string, [number, number][]>();
   private readonly blockedUntilMs = new Map<string, number>();
   private hooks: PeerGuardHooks;
 
@@ -109,11 +114,15 @@ export class PeerGuard {
   invalid(peerId: string, channel: string, reason: string): boolean {
     this.counters.invalid[channel] = (this.counters.invalid[channel] ?? 0) + 1;
     const now = this.now();
-    const times = (this.recent.get(peerId) ?? []).filter((t) => now - t < WINDOW_MS);
-    times.push(now);
+    const second = Math.floor(now / 1000);
+    const counts = (this.recent.get(peerId) ?? []).filter(([s]) => second - s < WINDOW_SECONDS);
+    const last = counts[counts.length - 1];
+    if (last !== undefined && last[0] === second) last[1]++;
+    else counts.push([second, 1]);
     this.recent.delete(peerId);
-    if (times.length <= this.options.invalidPerMinuteMax) {
-      this.recent.set(peerId, times);
+    const total = counts.reduce((sum, [, n]) => sum + n, 0);
+    if (total <= this.options.invalidPerMinuteMax) {
+      this.recent.set(peerId, counts);
       if (this.recent.size > TRACKED_PEERS_MAX) this.recent.delete(this.recent.keys().next().value as string);
       return false;
     }
