@@ -3,11 +3,13 @@
 // figures. Counts the node already keeps (the driver's and the core's counters, the rank's
 // request counts) are read at scrape time; latencies are observed as they happen: HTTP
 // requests by the middleware in http.ts, engine iterations and collectives through the rank
-// host's hooks, lifecycle transitions from the driver's events, barrier rounds from a
-// one-tick sampler of the core's open barriers.
+// host's hooks, lifecycle transitions from the driver's events, barrier rounds by looking at
+// the core's open barriers after every core gossip message this node receives (arrivals come
+// that way) and once per tick.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { IterationStats } from '../engine/loop.ts';
-import type { MeshDriver, LifecycleAction } from '../mesh/driver.ts';
+import { CORE_CHANNEL, type LifecycleAction, type MeshDriver } from '../mesh/driver.ts';
+import type { Transport } from '../p2p/transport.ts';
 import type { RankStatus } from '../rank/host.ts';
 import type { BarrierResult } from '../../mesh/rawnode.ts';
 
@@ -23,6 +25,11 @@ export interface MetricsSources {
   };
   /** Tick of the protocol core; the barrier sampler runs once per tick. */
   readonly tickMs: number;
+  /**
+   * The node's transport: the barrier sampler also runs after each core gossip message, which
+   * is how peers' arrivals come, so a round that opens and completes within a tick is timed.
+   */
+  readonly transport?: Pick<Transport, 'subscribe'>;
 }
 
 export type CollectiveOp = 'allReduce' | 'broadcast' | 'allGather' | 'barrier';
@@ -51,6 +58,7 @@ export class NodeMetrics {
   private readonly collectiveSeconds: Histogram<'op'>;
   private sources: MetricsSources | undefined;
   private sampler: ReturnType<typeof setInterval> | undefined;
+  private unsubscribe: (() => void) | undefined;
   /** When this node first saw each open barrier (key generation/epoch/name/seq), wall-clock ms. */
   private readonly openBarriers = new Map<string, number>();
   private lastTransitionMs: number | null = null;
@@ -73,7 +81,13 @@ export class NodeMetrics {
       buckets: latencyBuckets,
       registers,
     });
-    this.barrierSeconds = new Histogram({ name: 'rankmesh_barrier_seconds', help: 'Barrier rounds: from when this node first saw the round open to its completion (one-tick resolution)', labelNames: ['name'], buckets: latencyBuckets, registers });
+    this.barrierSeconds = new Histogram({
+      name: 'rankmesh_barrier_seconds',
+      help: 'Barrier rounds: from when this node first saw the round open (after a received core message, or at a tick) to its completion; 0 when it opened and completed at once',
+      labelNames: ['name'],
+      buckets: latencyBuckets,
+      registers,
+    });
     this.iterationSeconds = new Histogram({ name: 'rankmesh_engine_iteration_seconds', help: 'Engine loop iteration time, by kind (step, dummy, idle)', labelNames: ['kind'], buckets: stepBuckets, registers });
     this.batchTokens = new Counter({ name: 'rankmesh_engine_tokens_total', help: 'Tokens this rank stepped', registers });
     this.collectiveBytes = new Counter({ name: 'rankmesh_collective_bytes_total', help: 'Bytes this rank contributed to collectives, by operation; rate() over rankmesh_collective_seconds_sum is the bandwidth', labelNames: ['op'], registers });
@@ -149,12 +163,17 @@ export class NodeMetrics {
     sources.driver.on('lifecycle', this.onLifecycle);
     sources.driver.on('barrier', this.onBarrier);
     this.sampler = setInterval(() => this.sampleBarriers(), sources.tickMs);
+    // Handlers run in subscription order: the driver's (subscribed at its start) has stepped
+    // the core with the message by the time this one looks.
+    this.unsubscribe = sources.transport?.subscribe(CORE_CHANNEL, () => this.sampleBarriers());
   }
 
   /** Stops listening and sampling; the figures so far stay readable. Idempotent. */
   detach(): void {
     clearInterval(this.sampler);
     this.sampler = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
     const s = this.sources;
     if (s === undefined) return;
     s.driver.off('view', this.onView);
@@ -185,6 +204,7 @@ export class NodeMetrics {
   }
 
   private observeTransition(change: LifecycleAction, atMs: number): void {
+    this.sampleBarriers();
     this.transitions.inc({ from: change.previous, to: change.state });
     // Time in a transient state is what an operator waits for; time spent RUNNING is not a latency.
     if (this.lastTransitionMs !== null && change.previous.endsWith('ING') && change.previous !== 'RUNNING') {

@@ -65,6 +65,8 @@ describe('/metrics', () => {
     expect(moved('rankmesh_lifecycle_transitions_total', { from: 'PAUSED', to: 'RUNNING' })).toBe(1);
     expect(moved('rankmesh_lifecycle_transition_seconds_count', { from: 'PAUSING', to: 'PAUSED' })).toBe(1);
     expect(moved('rankmesh_barrier_seconds_count', { name: 'control' })).toBeGreaterThanOrEqual(1);
+    // Peers' arrivals come one message at a time, so some round was seen open before it completed.
+    expect(moved('rankmesh_barrier_seconds_sum', { name: 'control' })).toBeGreaterThan(0);
     expect(moved('rankmesh_gossip_messages_total', { direction: 'out' })).toBeGreaterThan(0);
     expect(moved('rankmesh_ingress_events_total', { event: 'accepted' })).toBe(1);
     expect(moved('rankmesh_ingress_events_total', { event: 'done' })).toBe(1);
