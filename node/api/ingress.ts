@@ -19,7 +19,7 @@ import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 /** What the routes need of the Ingress. */
 export interface IngressService {
-  accept(req: GenerateInput): Accepted;
+  accept(req: GenerateInput): Promise<Accepted>;
   get(id: string): RequestView | undefined;
   wait(id: string, timeoutMs: number): Promise<RequestView | undefined>;
 }
@@ -123,7 +123,7 @@ function ingressModule(ingress: IngressService, options: IngressRouteOptions): H
         }
         let accepted: Accepted;
         try {
-          accepted = ingress.accept(parsed.data);
+          accepted = await ingress.accept(parsed.data);
         } catch (err) {
           throw toApiError(err, (s) => c.header('Retry-After', String(s)));
         }

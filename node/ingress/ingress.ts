@@ -24,8 +24,8 @@ import type { MeshDriver } from '../mesh/driver.ts';
 import type { RequestResult, Transport } from '../p2p/transport.ts';
 import { IdempotencyConflictError, IngressBusyError, IngressInputError, IngressTooLargeError, IngressUnavailableError, UnknownPipelineError } from './errors.ts';
 import { RoundRobin, servingRanks, type RanksFor } from './router.ts';
-import type { IngressStore, Outcome, RequestMode, StoredRequest } from './store.ts';
-import { decodeForwardReply, encodeForwardRequest, FORWARD_REQUEST, type ForwardReply } from './wire.ts';
+import type { IngressStore, NewRequest, Outcome, RequestMode, StoredRequest } from './store.ts';
+import { decodeForwardReplies, encodeForwardBatch, FORWARD_BATCH_MAX, FORWARD_REQUEST, type ForwardReply, forwardRequestJson } from './wire.ts';
 
 export type IngressSettings = Pick<
   Config,
@@ -36,6 +36,7 @@ export type IngressSettings = Pick<
   | 'ingressForwardTimeoutMs'
   | 'ingressRequestTimeoutMs'
   | 'ingressInputTokensMax'
+  | 'requestBytesMax'
 >;
 
 export interface IngressOptions {
@@ -112,12 +113,16 @@ const RANK_FAILURES_MAX = 3;
 const RETRY_BASE_MS = 25;
 const RETRY_MAX_MS = 1000;
 const MODES: readonly RequestMode[] = ['sync', 'async'];
+/** Forward exchanges unanswered per rank, at most; more requests wait and go in the next batch. */
+const FORWARD_EXCHANGES_MAX = 4;
 
 export class Ingress {
   readonly counters: IngressCounters = { accepted: 0, done: 0, failed: 0, redispatched: 0, lateReplies: 0, brokenForwards: 0, refusedBusy: 0, refusedUnavailable: 0 };
   private state: IngressStatus = { code: 'stopped' };
   /** Every accepted, unfinished request. Invariant: each is in exactly one of held, a slot's queue, a slot's inflight. */
   private readonly tracked = new Map<string, Tracked>();
+  /** Finished requests whose outcome is not committed yet, as GET shows them meanwhile. */
+  private readonly finishing = new Map<string, RequestView>();
   /** Requests with no rank yet, oldest (and re-dispatched) first. */
   private held: Tracked[] = [];
   /** One per rank incarnation of the current view that was routed to. */
@@ -142,7 +147,7 @@ export class Ingress {
     if (this.state.code === 'started') return;
     this.state = { code: 'started' };
     const unfinished = this.options.store.unfinished();
-    for (const row of unfinished) this.track(row, null);
+    for (const row of unfinished) this.track(row, null, Promise.resolve()).committed = true;
     if (unfinished.length > 0) this.options.log.info({ requests: unfinished.length }, 'dispatching again the requests accepted before the restart');
     this.options.driver.on('view', this.onView);
     this.options.driver.on('closed', this.onView);
@@ -175,11 +180,12 @@ export class Ingress {
   }
 
   /**
-   * Validates, stores and queues one request, or returns the one its idempotency key named.
-   * Throws (having stored nothing) IngressInputError, IngressTooLargeError,
-   * UnknownPipelineError, IdempotencyConflictError, IngressBusyError or IngressUnavailableError.
+   * Validates, stores and queues one request, or returns the one its idempotency key named;
+   * resolves once the request is committed to the store. Rejects (having stored nothing) with
+   * IngressInputError, IngressTooLargeError, UnknownPipelineError, IdempotencyConflictError,
+   * IngressBusyError or IngressUnavailableError.
    */
-  accept(req: GenerateInput): Accepted {
+  async accept(req: GenerateInput): Promise<Accepted> {
     const pipeline = req.pipeline ?? 'default';
     const mode = req.mode ?? 'sync';
     this.validate(req, pipeline, mode);
@@ -191,6 +197,8 @@ export class Ingress {
         if (earlier.pipeline !== pipeline || !sameTokens(earlier.input, req.input)) {
           throw new IdempotencyConflictError(`idempotency key ${JSON.stringify(key)} was used for request ${earlier.id} with another pipeline or input`);
         }
+        const pending = this.tracked.get(earlier.id);
+        if (pending !== undefined) await this.committed(pending);
         return { request: this.get(earlier.id) ?? this.viewOfStored(earlier), existing: true };
       }
     }
@@ -216,17 +224,33 @@ export class Ingress {
       const why = lifecycle !== 'RUNNING' ? `the mesh is ${lifecycle}` : 'no rank serves the pipeline yet';
       throw this.unavailable(`${this.held.length} requests already wait here for a rank (${why}), the limit`, 1);
     }
-    const stored = this.options.store.insert({ id: randomUUID(), idempotencyKey: key, pipeline, input: req.input, mode, acceptedAtMs: Date.now() });
+    const row: NewRequest = { id: randomUUID(), idempotencyKey: key, pipeline, input: [...req.input], mode, acceptedAtMs: Date.now() };
+    // Tracked (and counted against the queues) at once, forwarded only once committed.
+    const t = this.track({ ...row, attempts: 0 }, slot, this.options.store.insert(row));
+    await this.committed(t);
     this.counters.accepted++;
-    const t = this.track(stored, slot);
     this.pump();
     return { request: this.viewOf(t), existing: false };
+  }
+
+  /** Resolves once `t`'s insert is committed; if the store failed, `t` is dropped and this rejects. */
+  private async committed(t: Tracked): Promise<void> {
+    try {
+      await t.stored;
+    } catch (err) {
+      this.untrack(t);
+      // Requests queued behind it at its rank may go now.
+      this.pump();
+      throw this.unavailable(`the request could not be stored: ${(err as Error).message}`, 1);
+    }
   }
 
   /** The request as it stands, from memory while unfinished, else from the store. */
   get(id: string): RequestView | undefined {
     const t = this.tracked.get(id);
     if (t !== undefined) return this.viewOf(t);
+    const finishing = this.finishing.get(id);
+    if (finishing !== undefined) return finishing;
     const row = this.options.store.get(id);
     return row === undefined ? undefined : this.viewOfStored(row);
   }
@@ -235,6 +259,7 @@ export class Ingress {
   wait(id: string, timeoutMs: number): Promise<RequestView | undefined> {
     const t = this.tracked.get(id);
     if (t === undefined) return Promise.resolve(this.get(id));
+    if (this.finishing.has(id)) return Promise.resolve(this.finishing.get(id));
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         t.waiters.splice(t.waiters.indexOf(done), 1);
@@ -286,14 +311,17 @@ export class Ingress {
     return new IngressUnavailableError(message, retryAfterS);
   }
 
-  private track(row: StoredRequest, slot: Slot | null): Tracked {
+  private track(row: Pick<StoredRequest, 'id' | 'idempotencyKey' | 'pipeline' | 'input' | 'mode' | 'acceptedAtMs' | 'attempts'>, slot: Slot | null, stored: Promise<void>): Tracked {
     const t: Tracked = {
+      stored,
+      committed: false,
       id: row.id,
       pipeline: row.pipeline,
       mode: row.mode,
       idempotencyKey: row.idempotencyKey,
       acceptedAtMs: row.acceptedAtMs,
-      bytes: encodeForwardRequest({ id: row.id, pipeline: row.pipeline, input: row.input }),
+      json: forwardRequestJson({ id: row.id, pipeline: row.pipeline, input: row.input }),
+      polling: false,
       slot: null,
       inflight: false,
       send: 0,
@@ -305,6 +333,12 @@ export class Ingress {
       deadline: undefined,
       waiters: [],
     };
+    void stored.then(
+      () => {
+        t.committed = true;
+      },
+      () => {},
+    );
     this.tracked.set(t.id, t);
     const leftMs = row.acceptedAtMs + this.options.settings.ingressRequestTimeoutMs - Date.now();
     t.deadline = setTimeout(() => this.expire(t), Math.max(0, leftMs));
@@ -335,7 +369,7 @@ export class Ingress {
     const key = slotKey(rank, holder);
     let slot = this.slots.get(key);
     if (slot === undefined) {
-      slot = { key, rank, holder, queue: [], inflight: new Set() };
+      slot = { key, rank, holder, queue: [], inflight: new Set(), exchanges: 0 };
       this.slots.set(key, slot);
     }
     return slot;
@@ -355,8 +389,29 @@ export class Ingress {
   private pump(): void {
     if (this.state.code !== 'started' || this.lifecycle() !== 'RUNNING') return;
     if (this.held.length > 0) this.placeHeld();
-    for (const slot of this.slots.values()) {
-      while (slot.inflight.size < this.options.settings.ingressRankConcurrency && slot.queue.length > 0) this.send(slot, slot.queue.shift()!, true);
+    for (const slot of this.slots.values()) this.drain(slot);
+  }
+
+  /**
+   * Sends what waits for `slot` in batches: at most FORWARD_EXCHANGES_MAX exchanges and
+   * ingressRankConcurrency requests in flight per rank, each batch within the transport's
+   * byte limit. At low load a batch is one request; under load the queue fills while the
+   * exchanges are out, and the next batch takes it.
+   */
+  private drain(slot: Slot): void {
+    const { ingressRankConcurrency: concurrency, requestBytesMax } = this.options.settings;
+    // Requests not yet committed wait at the back of the queue (they arrived last).
+    const ready = (): boolean => slot.queue.length > 0 && slot.queue[0]!.committed;
+    while (ready() && slot.exchanges < FORWARD_EXCHANGES_MAX && slot.inflight.size < concurrency) {
+      const batch: Tracked[] = [];
+      let bytes = 32;
+      while (ready() && batch.length < FORWARD_BATCH_MAX && slot.inflight.size + batch.length < concurrency) {
+        const size = slot.queue[0]!.json.length + 1;
+        if (batch.length > 0 && bytes + size > requestBytesMax) break;
+        batch.push(slot.queue.shift()!);
+        bytes += size;
+      }
+      this.send(slot, batch);
     }
   }
 
@@ -394,26 +449,43 @@ export class Ingress {
     slot.queue.push(t);
   }
 
-  /** Forwards `t` to its rank; `dispatch` false: asking again for a pending result. */
-  private send(slot: Slot, t: Tracked, dispatch: boolean): void {
-    t.slot = slot;
-    t.inflight = true;
-    slot.inflight.add(t);
-    const send = ++t.send;
-    if (dispatch) t.attempts++;
+  /** Forwards a batch to its rank in one exchange (a new dispatch, or asking again after "pending"). */
+  private send(slot: Slot, batch: readonly Tracked[]): void {
+    slot.exchanges++;
+    const sends = batch.map((t) => {
+      t.slot = slot;
+      t.inflight = true;
+      slot.inflight.add(t);
+      if (!t.polling) t.attempts++;
+      t.polling = false;
+      return ++t.send;
+    });
+    const bytes = encodeForwardBatch(batch.map((t) => t.json));
     const { local, transport, settings, self } = this.options;
     const reply: Promise<RequestResult> =
       slot.holder.peerId === self && local !== undefined
-        ? local(t.bytes).then(
-            (bytes) => ({ ok: true as const, bytes }),
+        ? local(bytes).then(
+            (answer) => ({ ok: true as const, bytes: answer }),
             (err: Error) => ({ ok: false as const, error: 'remote-error' as const, message: err.message }),
           )
-        : transport.request(slot.holder.peerId, FORWARD_REQUEST, t.bytes, { timeoutMs: settings.ingressForwardTimeoutMs });
-    void reply.then((result) => this.onReply(t, slot, send, result));
+        : transport.request(slot.holder.peerId, FORWARD_REQUEST, bytes, { timeoutMs: settings.ingressForwardTimeoutMs });
+    void reply.then((result) => {
+      slot.exchanges--;
+      if (this.state.code !== 'started') return;
+      const replies = result.ok ? decodeForwardReplies(result.bytes) : null;
+      batch.forEach((t, i) => {
+        let delivery: Delivery;
+        if (!result.ok) delivery = { kind: 'broken', message: `${result.error}: ${result.message}` };
+        else if (typeof replies === 'string') delivery = { kind: 'malformed', message: replies };
+        else if (replies?.[i]?.id !== t.id) delivery = { kind: 'malformed', message: `reply ${i} is not for request ${t.id}` };
+        else delivery = { kind: 'reply', reply: replies[i]! };
+        this.onReply(t, slot, sends[i]!, delivery);
+      });
+      this.pump();
+    });
   }
 
-  private onReply(t: Tracked, slot: Slot, send: number, result: RequestResult): void {
-    if (this.state.code !== 'started') return;
+  private onReply(t: Tracked, slot: Slot, send: number, delivery: Delivery): void {
     // Guard: a reply to a send that was superseded — its rank left the view and the request
     // went elsewhere, or the request finished — changes nothing.
     if (this.tracked.get(t.id) !== t || t.send !== send || t.slot !== slot) {
@@ -422,17 +494,23 @@ export class Ingress {
     }
     slot.inflight.delete(t);
     t.inflight = false;
-    if (!result.ok) {
-      // The stream broke, timed out or never opened: dispatch again, preferring another rank.
-      this.counters.brokenForwards++;
-      this.options.log.debug({ id: t.id, rank: slot.rank, error: result.error, message: result.message }, 'forward broke; dispatching again');
-      this.requeue(t, slot, true);
-    } else {
-      const reply = decodeForwardReply(result.bytes);
-      if (typeof reply === 'string') this.onRankFailed(t, slot, `malformed reply from rank ${slot.rank}: ${reply}`);
-      else this.onForwardReply(t, slot, reply);
+    switch (delivery.kind) {
+      case 'broken':
+        // The stream broke, timed out or never opened: dispatch again, preferring another rank.
+        this.counters.brokenForwards++;
+        this.options.log.debug({ id: t.id, rank: slot.rank, message: delivery.message }, 'forward broke; dispatching again');
+        return this.requeue(t, slot, true);
+      case 'malformed':
+        return this.onRankFailed(t, slot, `malformed reply from rank ${slot.rank}: ${delivery.message}`);
+      case 'reply':
+        return this.onForwardReply(t, slot, delivery.reply);
     }
-    this.pump();
+  }
+
+  /** Asks the same rank again with the next batch; it answers from its dedupe table. */
+  private poll(slot: Slot, t: Tracked): void {
+    t.polling = true;
+    slot.queue.unshift(t);
   }
 
   private onForwardReply(t: Tracked, slot: Slot, reply: ForwardReply): void {
@@ -441,7 +519,7 @@ export class Ingress {
         return this.finish(t, { status: 'done', output: reply.output, rank: reply.rank, epoch: reply.epoch });
       case 'pending':
         // The rank holds it (queued, or paused with the mesh): ask again; the rank answers from its table.
-        return this.send(slot, t, false);
+        return this.poll(slot, t);
     }
     switch (reply.code) {
       case 'bad-input':
@@ -449,7 +527,7 @@ export class Ingress {
         return this.finish(t, { status: 'failed', errorCode: 'bad-input', errorMessage: `rank ${slot.rank} refused the input: ${reply.message}` });
       case 'deadline':
         // Still queued on that rank: ask it again rather than run it elsewhere too.
-        return this.send(slot, t, false);
+        return this.poll(slot, t);
       case 'no-rank':
       case 'not-ready':
       case 'busy':
@@ -548,7 +626,26 @@ export class Ingress {
   private finish(t: Tracked, outcome: Outcome): void {
     if (this.tracked.get(t.id) !== t) return;
     const nowMs = Date.now();
-    this.options.store.finish(t.id, outcome, t.attempts, nowMs);
+    const view = this.viewOfFinished(t, outcome, nowMs);
+    // Until the outcome is committed, GET answers from memory.
+    this.finishing.set(t.id, view);
+    const answer = (): void => {
+      if (this.finishing.get(t.id) === view) this.finishing.delete(t.id);
+      for (const w of t.waiters) w(view);
+      t.waiters.length = 0;
+    };
+    this.options.store.finish(t.id, outcome, t.attempts, nowMs).then(answer, (err: Error) => {
+      this.options.log.error({ err, id: t.id }, 'storing a request\'s outcome failed; it will be dispatched again after a restart');
+      answer();
+    });
+    this.untrack(t);
+    if (outcome.status === 'done') this.counters.done++;
+    else this.counters.failed++;
+  }
+
+  /** Forgets `t` here: no longer tracked, queued, in flight or timed. */
+  private untrack(t: Tracked): void {
+    if (this.tracked.get(t.id) !== t) return;
     this.tracked.delete(t.id);
     clearTimeout(t.deadline);
     t.send++;
@@ -562,11 +659,7 @@ export class Ingress {
       if (i >= 0) this.held.splice(i, 1);
     }
     t.slot = null;
-    if (outcome.status === 'done') this.counters.done++;
-    else this.counters.failed++;
-    const view = this.viewOfFinished(t, outcome, nowMs);
-    for (const w of t.waiters) w(view);
-    t.waiters.length = 0;
+    t.inflight = false;
   }
 
   // ---- views ----
@@ -596,12 +689,17 @@ export class Ingress {
 
 interface Tracked {
   readonly id: string;
+  /** The insert's commit; the request is forwarded only after it. */
+  readonly stored: Promise<void>;
+  committed: boolean;
   readonly pipeline: string;
   readonly mode: RequestMode;
   readonly idempotencyKey: string | null;
   readonly acceptedAtMs: number;
-  /** The encoded forward, made once. */
-  readonly bytes: Uint8Array;
+  /** The request as the forward batch carries it, encoded once. */
+  readonly json: string;
+  /** Queued to ask its rank again for a pending result (not a new dispatch). */
+  polling: boolean;
   /** The rank it is queued at or in flight to; null while held. */
   slot: Slot | null;
   inflight: boolean;
@@ -626,7 +724,12 @@ interface Slot {
   /** Waiting to be sent, oldest first. Invariant: queue.length + inflight.size <= ingressRankQueueCapacity for new admissions. */
   readonly queue: Tracked[];
   readonly inflight: Set<Tracked>;
+  /** Forward exchanges (batches) unanswered. */
+  exchanges: number;
 }
+
+/** What one request of a batch got back. */
+type Delivery = { kind: 'reply'; reply: ForwardReply } | { kind: 'broken'; message: string } | { kind: 'malformed'; message: string };
 
 function slotKey(rank: number, holder: Incarnation): string {
   return `${rank}/${holder.peerId}/${holder.bootId}`;

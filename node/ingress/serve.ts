@@ -1,5 +1,5 @@
-// The rank side of forwarding: answers FORWARD_REQUEST by running the request on this
-// node's rank. A bounded table of recent request ids (least recently used dropped first)
+// The rank side of forwarding: answers FORWARD_REQUEST by running each request of the
+// batch on this node's rank. A bounded table of recent request ids (least recently used dropped first)
 // holds each request's pending or finished answer, so a forward repeated after a broken
 // stream, a timeout or a "pending" reply returns the stored answer instead of running the
 // request again. A refusal that changed nothing (no rank, not ready, queue full) is not
@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from '../rank/errors.ts';
 import type { InferRequest, InferResult } from '../rank/host.ts';
 import type { Transport } from '../p2p/transport.ts';
-import { decodeForwardRequest, encodeForwardReply, FORWARD_REQUEST, type ForwardReply } from './wire.ts';
+import { decodeForwardBatch, encodeForwardReplies, FORWARD_REQUEST, type ForwardReply, type ForwardRequest } from './wire.ts';
 
 export interface ForwardServerOptions {
   readonly transport: Pick<Transport, 'handle'>;
@@ -37,7 +37,7 @@ export interface ForwardServerCounters {
 export class ForwardServer {
   readonly counters: ForwardServerCounters = { done: 0, pending: 0, errors: 0, deduped: 0, runs: 0 };
   /** Invariant: size <= dedupeEntries; Map order is least recently used first. */
-  private readonly recent = new Map<string, Promise<ForwardReply>>();
+  private readonly recent = new Map<string, Answer>();
   private registered = false;
 
   constructor(private readonly options: ForwardServerOptions) {}
@@ -49,27 +49,43 @@ export class ForwardServer {
     this.registered = true;
   }
 
-  /** Answers one forward (exposed for tests and the benchmark; the transport calls it). */
+  /**
+   * Answers one batch: every request's answer once all are there or the hold time passed.
+   * Throws (the requester sees a remote error) on a malformed batch.
+   */
   async serve(bytes: Uint8Array): Promise<Uint8Array> {
-    const req = decodeForwardRequest(bytes);
-    if (typeof req === 'string') {
+    const requests = decodeForwardBatch(bytes);
+    if (typeof requests === 'string') {
       this.counters.errors++;
-      return encodeForwardReply({ kind: 'error', id: '', code: 'bad-request', message: `malformed forward: ${req}` });
+      throw new Error(`malformed forward: ${requests}`);
     }
-    let answer = this.recent.get(req.id);
-    if (answer !== undefined) {
+    const answers = requests.map((req) => this.answerOf(req));
+    await holdFor(Promise.all(answers.map((a) => a.promise)), this.options.holdMs);
+    const replies = answers.map((a, i): ForwardReply => a.reply ?? { kind: 'pending', id: requests[i]!.id });
+    for (const reply of replies) {
+      if (reply.kind === 'done') this.counters.done++;
+      else if (reply.kind === 'pending') this.counters.pending++;
+      else this.counters.errors++;
+    }
+    return encodeForwardReplies(replies);
+  }
+
+  /** The request's answer from the table, or a new run of it. */
+  private answerOf(req: ForwardRequest): Answer {
+    const known = this.recent.get(req.id);
+    if (known !== undefined) {
       this.counters.deduped++;
       this.recent.delete(req.id);
-      this.recent.set(req.id, answer);
-    } else {
-      answer = this.run(req.id, req.pipeline, req.input);
-      this.remember(req.id, answer);
+      this.recent.set(req.id, known);
+      return known;
     }
-    const reply = await holdFor(answer, this.options.holdMs, { kind: 'pending', id: req.id });
-    if (reply.kind === 'done') this.counters.done++;
-    else if (reply.kind === 'pending') this.counters.pending++;
-    else this.counters.errors++;
-    return encodeForwardReply(reply);
+    const answer: Answer = { promise: this.run(req.id, req.pipeline, req.input), reply: null };
+    // Registered before anyone awaits the promise, so `reply` is set when they resume.
+    void answer.promise.then((reply) => {
+      answer.reply = reply;
+    });
+    this.remember(req.id, answer);
+    return answer;
   }
 
   private async run(id: string, pipeline: string, input: readonly number[]): Promise<ForwardReply> {
@@ -81,13 +97,13 @@ export class ForwardServer {
       const reply = toReply(id, err);
       // Only refusals that left nothing queued are forgotten; a deadline means the request
       // is still queued on this rank, and the next ask should wait for that run rather than start another.
-      if (reply.kind === 'error' && reply.code !== 'deadline') this.forget(id);
+      if (reply.kind === 'error' && reply.code !== 'deadline') this.recent.delete(id);
       if (reply.kind === 'error' && reply.code === 'failed') this.options.log.warn({ id, message: reply.message }, 'forwarded request failed on this rank');
       return reply;
     }
   }
 
-  private remember(id: string, answer: Promise<ForwardReply>): void {
+  private remember(id: string, answer: Answer): void {
     this.recent.set(id, answer);
     while (this.recent.size > this.options.dedupeEntries) {
       const oldest = this.recent.keys().next().value;
@@ -95,10 +111,12 @@ export class ForwardServer {
       this.recent.delete(oldest);
     }
   }
+}
 
-  private forget(id: string): void {
-    this.recent.delete(id);
-  }
+/** A request's answer: pending until `promise` settles, then also in `reply`. */
+interface Answer {
+  readonly promise: Promise<ForwardReply>;
+  reply: ForwardReply | null;
 }
 
 function toReply(id: string, err: unknown): ForwardReply {
@@ -112,14 +130,14 @@ function toReply(id: string, err: unknown): ForwardReply {
   return { kind: 'error', id, code: 'failed', message };
 }
 
-/** The answer if it comes within `ms`, else `timeout` (the answer keeps its place in the table). */
-async function holdFor<T>(answer: Promise<T>, ms: number, timeout: T): Promise<T> {
+/** Resolves when `settles` does or after `ms`, whichever comes first. */
+async function holdFor(settles: Promise<unknown>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<T>((resolve) => {
-    timer = setTimeout(() => resolve(timeout), ms);
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
   });
   try {
-    return await Promise.race([answer, late]);
+    await Promise.race([settles, late]);
   } finally {
     clearTimeout(timer);
   }

@@ -1,6 +1,9 @@
-// Durable records of the requests this node accepted. Writes are synchronous SQLite
-// statements: when insert() returns the request is in the database, and only then is it
-// forwarded.
+// Durable records of the requests this node accepted. Writes are group-committed: every
+// insert and finish asked for in one turn of the event loop goes into one transaction at the
+// end of that turn, and each write's promise resolves once its transaction is committed —
+// the ingress forwards a request only after its insert resolved. One commit per turn instead
+// of one per write is what lets a busy node store every request (a commit costs ~0.2-0.4 ms,
+// a row in a shared commit ~0.02 ms).
 //
 // Durability: the store's own connection to the node's database runs with
 // synchronous=NORMAL (WAL). A committed request survives a crash or restart of the node
@@ -41,9 +44,19 @@ export type Outcome =
   | { readonly status: 'done'; readonly output: readonly number[]; readonly rank: number; readonly epoch: number }
   | { readonly status: 'failed'; readonly errorCode: string; readonly errorMessage: string };
 
+/** A group commit failed (e.g. the disk is full): none of its writes is stored. */
+export class IngressStoreError extends Error {
+  override readonly name = 'IngressStoreError';
+}
+
 export class IngressStore {
   private sincePrune = 0;
   private open = true;
+  /** Writes of the current turn, committed together by flush(). */
+  private writes: (() => void)[] = [];
+  private batch: PromiseWithResolvers<void> | null = null;
+  /** Idempotency keys inserted but not yet committed (a second use in the same turn must find them). */
+  private readonly pendingKeys = new Map<string, StoredRequest>();
   // The hot path (one insert and one update per request) runs prepared statements.
   private readonly insertStatement;
   private readonly finishStatement;
@@ -97,20 +110,70 @@ export class IngressStore {
     return new IngressStore(drizzle({ client: sqlite, schema }), finishedKeptMax, sqlite);
   }
 
-  /** Closes the connection if this store opened it. Idempotent. */
+  /** Commits what is pending, then closes the connection if this store opened it. Idempotent. */
   close(): void {
     if (!this.open) return;
+    this.flush();
     this.open = false;
     this.owned?.close();
   }
 
-  insert(req: NewRequest): StoredRequest {
-    this.insertStatement.run({ id: req.id, idempotencyKey: req.idempotencyKey, pipeline: req.pipeline, input: [...req.input], mode: req.mode, acceptedAtMs: req.acceptedAtMs });
-    return { ...req, input: [...req.input], status: 'queued', attempts: 0, output: null, rank: null, epoch: null, errorCode: null, errorMessage: null, finishedAtMs: null };
+  /** Stores a new request (status queued); resolves once committed, rejects with IngressStoreError. */
+  insert(req: NewRequest): Promise<void> {
+    const row: StoredRequest = { ...req, input: [...req.input], status: 'queued', attempts: 0, output: null, rank: null, epoch: null, errorCode: null, errorMessage: null, finishedAtMs: null };
+    const key = req.idempotencyKey;
+    if (key !== null) this.pendingKeys.set(key, row);
+    const committed = this.write(() =>
+      this.insertStatement.run({ id: req.id, idempotencyKey: key, pipeline: req.pipeline, input: row.input, mode: req.mode, acceptedAtMs: req.acceptedAtMs }),
+    );
+    if (key !== null) {
+      const forget = (): void => {
+        if (this.pendingKeys.get(key) === row) this.pendingKeys.delete(key);
+      };
+      committed.then(forget, forget);
+    }
+    return committed;
   }
 
-  /** Records how a request ended; a request already finished keeps its first outcome. */
-  finish(id: string, outcome: Outcome, attempts: number, finishedAtMs: number): void {
+  /**
+   * Records how a request ended; a request already finished keeps its first outcome.
+   * Resolves once committed.
+   */
+  finish(id: string, outcome: Outcome, attempts: number, finishedAtMs: number): Promise<void> {
+    return this.write(() => this.finishNow(id, outcome, attempts, finishedAtMs));
+  }
+
+  /** Commits the writes of this turn now (normally done at the end of the turn). */
+  flush(): void {
+    const batch = this.batch;
+    if (batch === null) return;
+    const writes = this.writes;
+    this.writes = [];
+    this.batch = null;
+    if (!this.open) return batch.reject(new IngressStoreError('the ingress store is closed'));
+    try {
+      this.db.transaction(() => {
+        for (const w of writes) w();
+      });
+      batch.resolve();
+    } catch (err) {
+      batch.reject(new IngressStoreError(`storing ${writes.length} ingress writes failed: ${(err as Error).message}`));
+    }
+  }
+
+  private write(op: () => void): Promise<void> {
+    if (!this.open) return Promise.reject(new IngressStoreError('the ingress store is closed'));
+    this.writes.push(op);
+    if (this.batch === null) {
+      this.batch = Promise.withResolvers<void>();
+      // Unobserved rejections are the callers' to see; the batch itself must not crash the process.
+      this.batch.promise.catch(() => {});
+      setImmediate(() => this.flush());
+    }
+    return this.batch.promise;
+  }
+
+  private finishNow(id: string, outcome: Outcome, attempts: number, finishedAtMs: number): void {
     const done = outcome.status === 'done';
     this.finishStatement.run({
       id,
@@ -136,6 +199,8 @@ export class IngressStore {
   }
 
   byIdempotencyKey(key: string): StoredRequest | undefined {
+    const pending = this.pendingKeys.get(key);
+    if (pending !== undefined) return pending;
     const row = this.db.select().from(ingressRequests).where(eq(ingressRequests.idempotencyKey, key)).get();
     return row === undefined ? undefined : toStored(row);
   }

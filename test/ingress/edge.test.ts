@@ -2,7 +2,7 @@
 import { Database } from 'bun:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { join } from 'node:path';
-import { decodeForwardReply, encodeForwardRequest, FORWARD_REQUEST, type ForwardReply } from '../../node/ingress/wire.ts';
+import { decodeForwardReplies, encodeForwardBatch, FORWARD_REQUEST, forwardRequestJson } from '../../node/ingress/wire.ts';
 import { waitFor } from '../node/helpers.ts';
 import { fullyServing, generate, getRequest, inputOf, singleRankOutputs, TestCluster, type TestNode, token } from './helpers.ts';
 
@@ -132,19 +132,23 @@ describe('edge routes', () => {
 
   test('a rank runs a request id once however often it is forwarded, and answers a malformed forward with an error', async () => {
     const before = rank.runtime.rank.rankStatus().requests.accepted;
-    const bytes = encodeForwardRequest({ id: 'dedupe-1', pipeline: 'default', input: inputOf(21) });
-    const send = async (b: Uint8Array): Promise<ForwardReply | string> => {
-      const result = await gateway.runtime.transport.request(rank.peerId, FORWARD_REQUEST, b);
+    const request = forwardRequestJson({ id: 'dedupe-1', pipeline: 'default', input: inputOf(21) });
+    const send = (b: Uint8Array) => gateway.runtime.transport.request(rank.peerId, FORWARD_REQUEST, b);
+    const replies = async (b: Uint8Array) => {
+      const result = await send(b);
       if (!result.ok) throw new Error(result.message);
-      return decodeForwardReply(result.bytes);
+      return decodeForwardReplies(result.bytes);
     };
-    const [a, b] = await Promise.all([send(bytes), send(bytes)]);
-    const c = await send(bytes);
+    // Twice at once, then twice in one batch: one run.
+    const [a, b] = await Promise.all([replies(encodeForwardBatch([request])), replies(encodeForwardBatch([request]))]);
+    const c = await replies(encodeForwardBatch([request, request]));
     const [want] = await singleRankOutputs([inputOf(21)]);
-    for (const reply of [a, b, c]) expect(reply).toEqual({ kind: 'done', id: 'dedupe-1', output: [...want!], rank: 0, epoch: cluster.view(rank)!.epoch });
+    const done = { kind: 'done', id: 'dedupe-1', output: [...want!], rank: 0, epoch: cluster.view(rank)!.epoch };
+    expect([a, b, c] as unknown).toEqual([[done], [done], [done, done]]);
     expect(rank.runtime.rank.rankStatus().requests.accepted).toBe(before + 1);
-    const bad = await send(new TextEncoder().encode('{"v":1,"id":"x"}'));
-    expect(bad).toMatchObject({ kind: 'error', code: 'bad-request' });
+    const bad = await send(new TextEncoder().encode('{"v":1,"requests":[{"id":"x"}]}'));
+    expect(bad).toMatchObject({ ok: false, error: 'remote-error' });
+    expect(bad.ok ? '' : bad.message).toContain('malformed forward');
     expect(rank.runtime.rank.rankStatus().requests.accepted).toBe(before + 1);
   });
 

@@ -8,7 +8,7 @@ import { validate } from '../../node/config.ts';
 import { IngressBusyError } from '../../node/ingress/errors.ts';
 import { Ingress } from '../../node/ingress/ingress.ts';
 import { IngressStore } from '../../node/ingress/store.ts';
-import { decodeForwardRequest, encodeForwardReply, type ForwardReply, type ForwardRequest } from '../../node/ingress/wire.ts';
+import { decodeForwardBatch, encodeForwardReplies, type ForwardReply, type ForwardRequest } from '../../node/ingress/wire.ts';
 import type { RequestResult } from '../../node/p2p/transport.ts';
 import { openStorage, type Storage } from '../../node/storage/database.ts';
 import { tempDir, waitFor } from '../node/helpers.ts';
@@ -51,7 +51,7 @@ class Mesh {
   }
 }
 
-/** A forward waiting for the test to answer it. */
+/** A forward exchange waiting for the test to answer it; these tests send one request per exchange. */
 interface Call {
   readonly peer: string;
   readonly req: ForwardRequest;
@@ -79,11 +79,12 @@ function start(settings: { ingressRankQueueCapacity: number; ingressRankConcurre
     transport: {
       request: (peer: string, _name: string, bytes: Uint8Array): Promise<RequestResult> =>
         new Promise((resolve) => {
-          const req = decodeForwardRequest(bytes) as ForwardRequest;
+          const batch = decodeForwardBatch(bytes) as ForwardRequest[];
+          if (batch.length !== 1) throw new Error(`expected one request per exchange here, got ${batch.length}`);
           calls.push({
             peer,
-            req,
-            answer: (reply) => resolve({ ok: true, bytes: encodeForwardReply(reply) }),
+            req: batch[0]!,
+            answer: (reply) => resolve({ ok: true, bytes: encodeForwardReplies([reply]) }),
             fail: () => resolve({ ok: false, error: 'unreachable', message: 'stream reset' }),
           });
         }),
@@ -105,8 +106,10 @@ function done(call: Call, output: number[]): void {
   call.answer({ kind: 'done', id: call.req.id, output, rank: rankOf(call.peer), epoch: 1 });
 }
 
-/** Lets the replies' promise callbacks run. */
-const settle = (): Promise<void> => Bun.sleep(0);
+/** Lets the replies' promise callbacks and the store's group commit (end of the turn) run. */
+const settle = async (): Promise<void> => {
+  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+};
 
 describe('Ingress routing', () => {
   beforeEach(() => {
@@ -121,11 +124,11 @@ describe('Ingress routing', () => {
 
   test('round-robin in rank order, at most the concurrency in flight per rank, and 429 once every queue is full', async () => {
     start({ ingressRankQueueCapacity: 2, ingressRankConcurrency: 1 });
-    const ids = Array.from({ length: 6 }, (_, i) => ingress.accept({ input: [i + 1] }).request.id);
+    const ids = (await Promise.all(Array.from({ length: 6 }, (_, i) => ingress.accept({ input: [i + 1] })))).map((a) => a.request.id);
     // One in flight per rank, the second of each queued here.
     expect(calls.map((c) => rankOf(c.peer))).toEqual([0, 1, 2]);
     expect(ingress.load()).toEqual({ held: 0, queued: 3, inflight: 3 });
-    expect(() => ingress.accept({ input: [9] })).toThrow(IngressBusyError);
+    expect(ingress.accept({ input: [9] })).rejects.toThrow(IngressBusyError);
     // Answering rank 1 lets its queued request go out, to the same rank.
     done(calls[1]!, [42]);
     await settle();
@@ -137,7 +140,7 @@ describe('Ingress routing', () => {
 
   test('a pending answer is asked again at the same rank; a broken stream goes to another rank', async () => {
     start({ ingressRankQueueCapacity: 4, ingressRankConcurrency: 4 });
-    const id = ingress.accept({ input: [5] }).request.id;
+    const id = (await ingress.accept({ input: [5] })).request.id;
     const first = calls[0]!;
     first.answer({ kind: 'pending', id });
     await settle();
@@ -156,7 +159,7 @@ describe('Ingress routing', () => {
 
   test('a rank that leaves the view has its requests dispatched again; its late reply is ignored', async () => {
     start({ ingressRankQueueCapacity: 4, ingressRankConcurrency: 4 });
-    const ids = [0, 1, 2].map((i) => ingress.accept({ input: [i + 1] }).request.id);
+    const ids = (await Promise.all([0, 1, 2].map((i) => ingress.accept({ input: [i + 1] })))).map((a) => a.request.id);
     const onRank2 = calls.find((c) => rankOf(c.peer) === 2)!;
     const victim = onRank2.peer;
     // The rank's node stops talking; the others remove it in a new view.
