@@ -183,7 +183,8 @@ function docsPage(doc: Record<string, unknown>): ReturnType<typeof html> {
   const info = doc.info as { title: string; version: string; description: string };
   const paths = doc.paths as Record<string, Record<string, Operation>>;
   const ops = Object.entries(paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ path, method, op })));
-  const tags = [...new Set(ops.map((o) => o.op.tags[0] ?? 'other'))];
+  const rank = (tag: string): number => (tagOrder.indexOf(tag) < 0 ? tagOrder.length : tagOrder.indexOf(tag));
+  const tags = [...new Set(ops.map((o) => o.op.tags[0] ?? 'other'))].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -219,6 +220,9 @@ ${op.requestBody !== undefined ? html`<h4>Request body</h4><pre>${JSON.stringify
 </body>
 </html>`;
 }
+
+/** Sections of the docs page, most used first; tags not listed follow in name order. */
+const tagOrder = ['node', 'mesh', 'requests', 'rank', 'lifecycle', 'demand', 'dashboard', 'docs', 'debug'];
 
 interface Operation {
   operationId: string;
