@@ -246,6 +246,8 @@ function render(snap) {
 }
 
 async function send(command) {
+  // STOP closes the mesh for good (a new generation needs --new-generation): ask first.
+  if (command === 'STOP' && !window.confirm('STOP closes the mesh: every node tears down and exits. Continue?')) return;
   const token = sessionStorage.getItem(tokenKey) || window.prompt('Bearer token of this node (kept for this tab only):') || '';
   if (token === '') return;
   sessionStorage.setItem(tokenKey, token);
