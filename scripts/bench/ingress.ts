@@ -129,7 +129,9 @@ async function startNodes(dir: string, children: Subprocess[]): Promise<{ rankUr
   const rankDir = join(dir, 'rank');
   const rankPeer = (await loadOrCreateIdentity(rankDir)).peerId.toString();
   const [rankP2p, rankHttp, gatewayP2p, gatewayHttp] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const common = { RANKMESH_KEY_FILE: keyFile, RANKMESH_MESH_ID: 'bench-ingress', RANKMESH_WORLD_SIZE: '1', RANKMESH_TOKEN: token, RANKMESH_STOP_ON_STDIN_END: 'true', RANKMESH_LOG_LEVEL: 'warn' };
+  const common = { RANKMESH_KEY_FILE: keyFile, RANKMESH_MESH_ID: 'bench-ingress', RANKMESH_WORLD_SIZE: '1', RANKMESH_TOKEN: token, RANKMESH_STOP_ON_STDIN_END: 'true', RANKMESH_LOG_LEVEL: 'warn',
+    // One load generator is one client address: lift the per-client limit on mutating requests.
+    RANKMESH_HTTP_MUTATIONS_PER_SECOND: '1000000000', RANKMESH_HTTP_MUTATION_BURST: '1000000000' };
   const spawn = (env: Record<string, string>): Subprocess =>
     Bun.spawn([process.execPath, mainPath], { env: { ...(process.env as Record<string, string>), ...common, ...env }, stdin: 'pipe', stdout: 'inherit', stderr: 'inherit' });
   children.push(spawn({ RANKMESH_DATA_DIR: rankDir, RANKMESH_HTTP_ADDR: `127.0.0.1:${rankHttp}`, RANKMESH_LISTEN: `/ip4/127.0.0.1/tcp/${rankP2p}` }));

@@ -73,6 +73,9 @@ export class TestCluster {
       redialMaxMs: 1000,
       dataPlaneAnnounceIntervalMs: 200,
       rankRetryMs: 200,
+      // Every client of these tests is 127.0.0.1: lift the per-client limit on mutating requests.
+      httpMutationsPerSecond: 1e9,
+      httpMutationBurst: 1e9,
       ...this.settings,
     });
     node.runtime = new Runtime(config, pino({ level: 'silent' }).child({ node: node.name }));
