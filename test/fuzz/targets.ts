@@ -11,7 +11,7 @@ import { type PersistentState, RawNode } from '../../mesh/rawnode.ts';
 import { type View, firstView, viewDigest } from '../../mesh/view.ts';
 import { BALLOT_RANK_SPAN, decode as decodeCore, encode as encodeCore, WIRE_VERSION } from '../../mesh/wire.ts';
 import { challengeSchema, helloSchema, HandshakeProtocolError, parseJson, proofSchema, resultSchema } from '../../ffi/comm/cpu/handshake.ts';
-import { decodeForwardReply, decodeForwardRequest, encodeForwardReply, encodeForwardRequest } from '../../node/ingress/wire.ts';
+import { decodeForwardBatch, decodeForwardReplies, encodeForwardBatch, encodeForwardReplies, forwardRequestJson } from '../../node/ingress/wire.ts';
 import { decodePeers, encodePeers } from '../../node/p2p/peer-exchange.ts';
 import { channelValidators, PeerGuard } from '../../node/p2p/peer-guard.ts';
 import { DataPlaneDirectory } from '../../node/rank/directory.ts';
@@ -331,8 +331,8 @@ export const decoderTargets: FuzzTarget[] = [
     const r = decodePeers(bytes);
     return r instanceof Error ? { ok: false, reason: r.message } : { ok: true };
   }),
-  pureDecoder('ingress forward request', inputsLike(fc.record({ id: fc.string({ minLength: 1, maxLength: 10 }), pipeline: fc.constant('chat'), input: fc.array(fc.nat(100), { minLength: 1, maxLength: 4 }) }).map((r) => JSON.parse(text(encodeForwardRequest(r))) as unknown)), (bytes) => orReason(decodeForwardRequest(bytes))),
-  pureDecoder('ingress forward reply', inputsLike(fc.constantFrom<unknown>(JSON.parse(text(encodeForwardReply({ kind: 'done', id: 'r1', output: [1, 2], rank: 0, epoch: 1 }))), JSON.parse(text(encodeForwardReply({ kind: 'pending', id: 'r1' }))), JSON.parse(text(encodeForwardReply({ kind: 'error', id: 'r1', code: 'busy', message: 'queue full', retryAfterS: 1 }))))), (bytes) => orReason(decodeForwardReply(bytes))),
+  pureDecoder('ingress forward batch', inputsLike(fc.array(fc.record({ id: fc.string({ minLength: 1, maxLength: 10 }), pipeline: fc.constant('chat'), input: fc.array(fc.nat(100), { minLength: 1, maxLength: 4 }) }), { minLength: 1, maxLength: 3 }).map((rs) => JSON.parse(text(encodeForwardBatch(rs.map(forwardRequestJson)))) as unknown)), (bytes) => orReason(decodeForwardBatch(bytes))),
+  pureDecoder('ingress forward replies', inputsLike(fc.subarray([{ kind: 'done' as const, id: 'r1', output: [1, 2], rank: 0, epoch: 1 }, { kind: 'pending' as const, id: 'r2' }, { kind: 'error' as const, id: 'r3', code: 'busy' as const, message: 'queue full', retryAfterS: 1 }]).map((rs) => JSON.parse(text(encodeForwardReplies(rs))) as unknown)), (bytes) => orReason(decodeForwardReplies(bytes))),
   pureDecoder('join state', joinStateInput, (bytes) => refusing(JoinStateError, () => decodeJoinState(bytes))),
   pureDecoder('data-plane handshake hello', inputsLike(fc.record({ v: fc.constant(1), meshId: fc.constant(meshId), generation: fc.nat(3), epoch: fc.nat(3), fromMeshRank: fc.nat(3), toMeshRank: fc.nat(3), nonce: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(helloSchema, bytes))),
   pureDecoder('data-plane handshake challenge', inputsLike(fc.record({ nonce: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(challengeSchema, bytes))),
