@@ -152,6 +152,14 @@ export class NodeMetrics {
       const r = read()?.rank?.rankStatus();
       return single(r === undefined ? undefined : r.serving ? 1 : 0);
     });
+    // The process, under the names Prometheus client libraries use (a cheap subset: no timers).
+    readGauge(registers, 'process_resident_memory_bytes', 'Resident memory of the process, in bytes', [], () => single(process.memoryUsage().rss));
+    readGauge(registers, 'process_heap_bytes', 'JavaScript heap in use, in bytes', [], () => single(process.memoryUsage().heapUsed));
+    syncedCounter(registers, 'process_cpu_seconds_total', 'CPU time of the process (user and system), in seconds', [], () => {
+      const cpu = process.cpuUsage();
+      return single((cpu.user + cpu.system) / 1e6);
+    });
+
     readGauge(registers, 'rankmesh_warmup_fraction', 'Engine warm-up progress, 0 to 1', [], () => single(read()?.rank?.rankStatus().warmUp.fraction));
   }
 

@@ -35,6 +35,8 @@ describe('/metrics', () => {
     expect(value(m, 'rankmesh_lifecycle_state', { state: 'RUNNING' })).toBe(1);
     expect(value(m, 'rankmesh_rank_serving')).toBe(1);
     expect(value(m, 'rankmesh_queue_depth', { queue: 'rank' })).toBe(0);
+    expect(value(m, 'process_resident_memory_bytes')).toBeGreaterThan(1 << 20);
+    expect(value(m, 'process_cpu_seconds_total')).toBeGreaterThan(0);
   });
 
   test('requests, engine iterations, collectives, transitions and barriers move after real activity', async () => {
