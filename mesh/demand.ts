@@ -12,13 +12,18 @@
  * changes nothing.
  *
  * A plan round is a barrier named 'plan' whose payload is one rank's view: what it serves
- * now and, per pipeline, the remaining work and priority it knows. The payload is a
- * per-pipeline summary, so its size depends on neither the number of ranks nor of records;
- * it carries the PLAN_PAYLOAD_PIPELINES_MAX pipelines first in serving order and drops the
- * rest (counted) when they would not fit BARRIER_PAYLOAD_BYTES_MAX. Every node that
- * completes the round combines the payloads the same way (per pipeline the largest
- * remaining work any rank reported, so a record known to any rank counts and one record
- * seen by many ranks counts once) and runs the planner on them: the same plan everywhere.
+ * now and, per pipeline, the remaining work, priority and a knowledge version it holds (the
+ * version grows with every record, progress step and close the rank has merged for that
+ * pipeline). The payload is a per-pipeline summary, so its size depends on neither the
+ * number of ranks nor of records; it carries up to PLAN_PAYLOAD_PIPELINES_MAX pipelines —
+ * those with work in serving order, then those whose work just ended, most recent first —
+ * and drops the rest (counted) when they would not fit BARRIER_PAYLOAD_BYTES_MAX. Every node
+ * that completes the round combines the payloads the same way — per pipeline the report
+ * with the highest version (then the larger remaining work), so the rank that has heard the
+ * most about a pipeline decides it: a new record known to any rank counts, a close or
+ * progress known to any rank is not undone by a rank that has not heard of it yet, and one
+ * record seen by many ranks counts once — and runs the planner on them: the same plan
+ * everywhere.
  */
 import { z } from 'zod';
 import { BARRIER_PAYLOAD_BYTES_MAX, type BarrierResult } from './barrier.ts';
@@ -120,9 +125,18 @@ export function mergeRecords(a: DemandRecord, b: DemandRecord): DemandRecord {
   return normalise(record);
 }
 
+/** One rank's view of a pipeline in a plan round. */
+export interface PipelineView extends PipelineDemand {
+  /** Grows with every record, progress step and close merged for the pipeline (0: unknown). */
+  readonly version?: number;
+}
+
 /** Every record this node knows, merged; the in-memory model of the durable registry. */
 export class DemandBook {
   private readonly records = new Map<string, DemandRecord>();
+  /** When each pipeline's records last changed, as a count of changes (recent first in payloads). */
+  private readonly touched = new Map<string, number>();
+  private changes = 0;
 
   get size(): number {
     return this.records.size;
@@ -165,6 +179,7 @@ export class DemandBook {
     const mine = Math.min((held.done[tag] ?? 0) + steps, PLAN_NUMBER_MAX);
     const record = normalise({ ...held, done: { ...held.done, [tag]: mine } });
     this.records.set(id, record);
+    this.touch(record.pipeline);
     return { record, changed: true };
   }
 
@@ -175,6 +190,7 @@ export class DemandBook {
     if (held.closed) return { record: held, changed: false };
     const record = { ...held, closed: true };
     this.records.set(id, record);
+    this.touch(record.pipeline);
     return { record, changed: true };
   }
 
@@ -189,6 +205,7 @@ export class DemandBook {
     const merged = mergeRecords(held, copy);
     if (sameRecord(merged, held)) return null;
     this.records.set(merged.id, merged);
+    this.touch(merged.pipeline);
     return merged;
   }
 
@@ -204,6 +221,27 @@ export class DemandBook {
       by.set(r.pipeline, d);
     }
     return [...by.entries()].map(([pipeline, d]) => ({ pipeline, ...d })).sort((a, b) => compareText(a.pipeline, b.pipeline));
+  }
+
+  /**
+   * Every pipeline with a record: remaining work, priority (highest among open records) and
+   * knowledge version; those with work first in serving order, then the others, most
+   * recently changed first. This is what a rank reports in a plan round.
+   */
+  pipelineViews(): PipelineView[] {
+    const by = new Map<string, { remaining: number; priority: number; version: number }>();
+    for (const r of this.records.values()) {
+      const v = by.get(r.pipeline) ?? { remaining: 0, priority: 0, version: 0 };
+      const rem = remainingSteps(r);
+      v.remaining = Math.min(v.remaining + rem, PLAN_NUMBER_MAX);
+      if (rem > 0) v.priority = Math.max(v.priority, r.priority);
+      v.version = Math.min(v.version + doneSteps(r) + (r.closed ? 1 : 0) + 1, PLAN_NUMBER_MAX);
+      by.set(r.pipeline, v);
+    }
+    const views = [...by.entries()].map(([pipeline, v]) => ({ pipeline, ...v }));
+    const open = views.filter((v) => v.remaining > 0).sort(servingOrder);
+    const ended = views.filter((v) => v.remaining === 0).sort((a, b) => (this.touched.get(b.pipeline) ?? 0) - (this.touched.get(a.pipeline) ?? 0) || compareText(a.pipeline, b.pipeline));
+    return [...open, ...ended];
   }
 
   /** A digest of every record's state: equal books have equal digests. */
@@ -230,7 +268,12 @@ export class DemandBook {
       this.records.delete(victim);
     }
     this.records.set(record.id, record);
+    this.touch(record.pipeline);
     return true;
+  }
+
+  private touch(pipeline: string): void {
+    this.touched.set(pipeline, ++this.changes);
   }
 }
 
@@ -240,8 +283,8 @@ export class DemandBook {
 export interface PlanPayload {
   /** The pipeline this rank serves now, or null. */
   readonly serving: string | null;
-  /** Pipelines with remaining work, in serving order. */
-  readonly demand: readonly PipelineDemand[];
+  /** Pipelines with remaining work in serving order, then pipelines whose work ended. */
+  readonly demand: readonly PipelineView[];
   /** Digest of the rank's whole book (for operators: equal digests, equal views). */
   readonly digest: string;
   /** Pipelines left out to fit the payload limit. */
@@ -259,12 +302,16 @@ export interface AgreedPlan {
   readonly demand: readonly PipelineDemand[];
 }
 
-/** Encodes a rank's payload within BARRIER_PAYLOAD_BYTES_MAX, dropping pipelines last in serving order. */
-export function encodePlanPayload(serving: string | null, demand: readonly PipelineDemand[], digest: string): string {
-  const open = demand.filter((d) => d.remaining > 0).sort(servingOrder);
-  let keep = Math.min(open.length, PLAN_PAYLOAD_PIPELINES_MAX);
+/**
+ * Encodes a rank's payload within BARRIER_PAYLOAD_BYTES_MAX: pipelines with work in serving
+ * order, then those without in the order given (DemandBook.pipelineViews: most recently
+ * ended first), dropping from the end what does not fit.
+ */
+export function encodePlanPayload(serving: string | null, views: readonly PipelineView[], digest: string): string {
+  const ordered = [...views.filter((d) => d.remaining > 0).sort(servingOrder), ...views.filter((d) => d.remaining <= 0)];
+  let keep = Math.min(ordered.length, PLAN_PAYLOAD_PIPELINES_MAX);
   for (;;) {
-    const text = JSON.stringify({ v: DEMAND_WIRE_VERSION, s: serving, d: digest, x: open.length - keep, p: open.slice(0, keep).map((d) => [d.pipeline, d.remaining, d.priority]) });
+    const text = JSON.stringify({ v: DEMAND_WIRE_VERSION, s: serving, d: digest, x: ordered.length - keep, p: ordered.slice(0, keep).map((d) => [d.pipeline, d.remaining, d.priority, d.version ?? 0]) });
     if (byteLength(text) <= BARRIER_PAYLOAD_BYTES_MAX || keep === 0) return text;
     keep--;
   }
@@ -277,7 +324,7 @@ const payloadSchema = z.strictObject({
   s: nameSchema.nullable(),
   d: z.string().max(16),
   x: countSchema,
-  p: z.array(z.tuple([nameSchema, countSchema, z.int().min(0).max(PRIORITY_MAX)])).max(PLAN_PAYLOAD_PIPELINES_MAX),
+  p: z.array(z.tuple([nameSchema, countSchema, z.int().min(0).max(PRIORITY_MAX), countSchema])).max(PLAN_PAYLOAD_PIPELINES_MAX),
 });
 
 /** Decodes a payload; null if malformed (the round then counts that rank as serving nothing, with no demand). */
@@ -291,22 +338,32 @@ export function decodePlanPayload(text: string): PlanPayload | null {
   const parsed = payloadSchema.safeParse(raw);
   if (!parsed.success) return null;
   const p = parsed.data;
-  return { serving: p.s, digest: p.d, dropped: p.x, demand: p.p.map(([pipeline, remaining, priority]) => ({ pipeline, remaining, priority })) };
+  return { serving: p.s, digest: p.d, dropped: p.x, demand: p.p.map(([pipeline, remaining, priority, version]) => ({ pipeline, remaining, priority, version })) };
 }
 
-/** Combines a round's payloads into planner inputs: per pipeline the largest remaining work and priority reported. */
+/**
+ * Combines a round's payloads into planner inputs: per pipeline the report with the highest
+ * version, then the larger remaining work, then the higher priority — the same choice at
+ * every node, whatever order it looks in. Pipelines left with no work are dropped.
+ */
 export function combinePayloads(ranks: readonly number[], payloads: readonly string[]): { current: Map<number, string | null>; demand: PipelineDemand[] } {
   const current = new Map<number, string | null>();
-  const by = new Map<string, { remaining: number; priority: number }>();
+  const by = new Map<string, { remaining: number; priority: number; version: number }>();
   ranks.forEach((rank, i) => {
     const p = decodePlanPayload(payloads[i] ?? '');
     current.set(rank, p?.serving ?? null);
     for (const d of p?.demand ?? []) {
       const held = by.get(d.pipeline);
-      by.set(d.pipeline, { remaining: Math.max(held?.remaining ?? 0, d.remaining), priority: Math.max(held?.priority ?? 0, d.priority) });
+      const mine = { remaining: d.remaining, priority: d.priority, version: d.version ?? 0 };
+      const better = held === undefined || (mine.version - held.version || mine.remaining - held.remaining || mine.priority - held.priority) > 0;
+      if (better) by.set(d.pipeline, mine);
     }
   });
-  const demand = [...by.entries()].map(([pipeline, d]) => ({ pipeline, ...d })).sort(servingOrder).slice(0, PLAN_PIPELINES_MAX);
+  const demand = [...by.entries()]
+    .filter(([, d]) => d.remaining > 0)
+    .map(([pipeline, d]) => ({ pipeline, remaining: d.remaining, priority: d.priority }))
+    .sort(servingOrder)
+    .slice(0, PLAN_PIPELINES_MAX);
   return { current, demand: demand.sort((a, b) => compareText(a.pipeline, b.pipeline)) };
 }
 

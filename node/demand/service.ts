@@ -249,7 +249,7 @@ export class DemandService {
     const demand = this.book.pipelineDemand();
     const seq = this.rounds.next(nowMs, ranks, demand, started);
     if (seq === null) return;
-    const payload = encodePlanPayload(this.rounds.serving(), demand, this.book.digest());
+    const payload = encodePlanPayload(this.rounds.serving(), this.book.pipelineViews(), this.book.digest());
     try {
       this.options.driver.arrive(PLAN_BARRIER, payload, seq);
       this.rounds.arrived(seq);

@@ -1,7 +1,7 @@
 // The gap-ratio planner as tables: rlix's two-pipeline cases, never-cleared records, shrink before expand, bounds, at least one rank per open pipeline, deterministic ties, the rebalance trigger and bad input.
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import { combinePayloads, encodePlanPayload } from '../../mesh/demand.ts';
+import { DemandBook, combinePayloads, encodePlanPayload } from '../../mesh/demand.ts';
 import { PLAN_ACTIVATIONS_MAX, PLAN_ITERATIONS_MAX, type PipelineDemand, PlannerError, plan, rebalanceWanted, shareGapPoints } from '../../mesh/planner.ts';
 
 const d = (pipeline: string, remaining: number, priority = 0): PipelineDemand => ({ pipeline, remaining, priority });
@@ -79,7 +79,7 @@ describe('plan: assignment tables', () => {
   });
 });
 
-describe('plan: never-cleared records and double counting', () => {
+describe('plan round inputs: never-cleared records, double counting, lagging ranks', () => {
   test('a record whose progress reached its target counts nothing, even if nobody closed it', () => {
     // rlix's open issue: an entry never cleared kept counting. Here remaining is computed
     // from progress, so a finished record gives its pipeline no demand and no ranks.
@@ -95,6 +95,40 @@ describe('plan: never-cleared records and double counting', () => {
     const b = encodePlanPayload(null, [d('p', 20), d('q', 10)], 'y');
     const { demand } = combinePayloads([0, 1, 2], [a, b, b]);
     expect(demand).toEqual([d('p', 30), d('q', 10)]);
+  });
+
+  test('the rank that heard most about a pipeline decides it: progress and closes are not undone by a rank that lags', () => {
+    // Rank 0 heard 30 steps of progress (version 32); rank 1 has not (version 2, remaining 100).
+    const ahead = encodePlanPayload(null, [{ ...d('p', 70), version: 32 }, { ...d('gone', 0), version: 9 }], 'x');
+    const behind = encodePlanPayload(null, [{ ...d('p', 100), version: 2 }, { ...d('gone', 50), version: 4 }], 'y');
+    for (const payloads of [
+      [ahead, behind],
+      [behind, ahead],
+    ]) {
+      const { demand } = combinePayloads([0, 1], payloads);
+      // 'gone' was closed at rank 0: it has no demand, although rank 1 still counts 50 steps.
+      expect(demand).toEqual([d('p', 70)]);
+    }
+  });
+
+  test('a book reports pipelines with work in serving order, then the ones that just ended, with growing versions', () => {
+    const book = new DemandBook();
+    book.open({ id: 'a1', pipeline: 'a', steps: 10 });
+    book.open({ id: 'b1', pipeline: 'b', steps: 50, priority: 1 });
+    book.open({ id: 'c1', pipeline: 'c', steps: 5 });
+    const before = book.pipelineViews();
+    book.report('a1', 'n', 4);
+    book.close('c1');
+    const after = book.pipelineViews();
+    expect(after.map((v) => [v.pipeline, v.remaining])).toEqual([
+      ['b', 50],
+      ['a', 6],
+      ['c', 0],
+    ]);
+    const version = (views: typeof after, name: string) => views.find((v) => v.pipeline === name)?.version ?? 0;
+    expect(version(after, 'a')).toBeGreaterThan(version(before, 'a'));
+    expect(version(after, 'c')).toBeGreaterThan(version(before, 'c'));
+    expect(version(after, 'b')).toBe(version(before, 'b'));
   });
 
   test('a malformed payload counts as a rank serving nothing with no demand, the same everywhere', () => {

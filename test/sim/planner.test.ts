@@ -119,7 +119,7 @@ function runPlanSeed(seed: number): RunOutcome {
       const seq = pn.rounds.next(tick, ranks, pn.book.pipelineDemand(), (s) => barriers.some((b) => b.name === PLAN_BARRIER && b.seq === s && !b.mine));
       if (seq === null) continue;
       try {
-        core.arrive(PLAN_BARRIER, encodePlanPayload(pn.rounds.serving(), pn.book.pipelineDemand(), pn.book.digest()), seq);
+        core.arrive(PLAN_BARRIER, encodePlanPayload(pn.rounds.serving(), pn.book.pipelineViews(), pn.book.digest()), seq);
         pn.rounds.arrived(seq);
       } catch (err) {
         if (!(err instanceof BarrierError)) throw err;
