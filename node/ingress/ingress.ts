@@ -665,26 +665,29 @@ export class Ingress {
   // ---- views ----
 
   private viewOf(t: Tracked): RequestView {
-    const base = { id: t.id, pipeline: t.pipeline, mode: t.mode, idempotencyKey: t.idempotencyKey, attempts: t.attempts, acceptedAtMs: t.acceptedAtMs };
-    if (t.inflight && t.slot !== null) return { ...base, status: 'running', rank: t.slot.rank };
-    return { ...base, status: 'queued' };
+    if (t.inflight && t.slot !== null) return { id: t.id, status: 'running', rank: t.slot.rank, ...metaOf(t) };
+    return { id: t.id, status: 'queued', ...metaOf(t) };
   }
 
   private viewOfStored(row: StoredRequest): RequestView {
-    const base = { id: row.id, pipeline: row.pipeline, mode: row.mode, idempotencyKey: row.idempotencyKey, attempts: row.attempts, acceptedAtMs: row.acceptedAtMs };
-    const finishedAtMs = row.finishedAtMs ?? undefined;
-    if (row.status === 'done') return { ...base, status: 'done', output: row.output ?? [], rank: row.rank ?? -1, epoch: row.epoch ?? 0, finishedAtMs };
-    if (row.status === 'failed') return { ...base, status: 'failed', error: { code: row.errorCode ?? 'failed', message: row.errorMessage ?? '' }, finishedAtMs };
+    const meta = { ...metaOf(row), ...(row.finishedAtMs === null ? {} : { finishedAtMs: row.finishedAtMs }) };
+    if (row.status === 'done') return { id: row.id, status: 'done', output: row.output ?? [], rank: row.rank ?? -1, epoch: row.epoch ?? 0, ...meta };
+    if (row.status === 'failed') return { id: row.id, status: 'failed', error: { code: row.errorCode ?? 'failed', message: row.errorMessage ?? '' }, ...meta };
     // Stored as queued but not tracked: a run that stopped before finishing it; the next start dispatches it.
-    return { ...base, status: 'queued' };
+    return { id: row.id, status: 'queued', ...meta };
   }
 
-  /** A request that just finished, as the store now holds it (without reading it back). */
+  /** A request that just finished, as the store will hold it (without reading it back). */
   private viewOfFinished(t: Tracked, outcome: Outcome, finishedAtMs: number): RequestView {
-    const base = { id: t.id, pipeline: t.pipeline, mode: t.mode, idempotencyKey: t.idempotencyKey, attempts: t.attempts, acceptedAtMs: t.acceptedAtMs, finishedAtMs };
-    if (outcome.status === 'done') return { ...base, status: 'done', output: outcome.output, rank: outcome.rank, epoch: outcome.epoch };
-    return { ...base, status: 'failed', error: { code: outcome.errorCode, message: outcome.errorMessage } };
+    const meta = { ...metaOf(t), finishedAtMs };
+    if (outcome.status === 'done') return { id: t.id, status: 'done', output: outcome.output, rank: outcome.rank, epoch: outcome.epoch, ...meta };
+    return { id: t.id, status: 'failed', error: { code: outcome.errorCode, message: outcome.errorMessage }, ...meta };
   }
+}
+
+/** The fields every view of a request shows after its outcome. */
+function metaOf(r: { pipeline: string; mode: RequestMode; idempotencyKey: string | null; attempts: number; acceptedAtMs: number }) {
+  return { pipeline: r.pipeline, mode: r.mode, idempotencyKey: r.idempotencyKey, attempts: r.attempts, acceptedAtMs: r.acceptedAtMs };
 }
 
 interface Tracked {
