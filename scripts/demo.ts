@@ -1,8 +1,8 @@
 // `bun run demo`: the whole story on one machine. Starts a mesh of 4 ranks as real node
 // processes on loopback, sends steady load through the edge ingress, kills a rank (kill -9)
 // and restarts it — it warms up alone while the others serve and is admitted back (deferred
-// join) — adds a hot spare that takes over on a second failure, pauses and unpauses the mesh,
-// and prints a timeline with timings. Then it leaves the mesh and its dashboard up until
+// join) — adds a hot spare that takes over on a second failure (the failed node, restarted,
+// becomes the next spare), pauses and unpauses the mesh, and prints a timeline with timings. Then it leaves the mesh and its dashboard up until
 // Ctrl-C (`--no-wait`: stop at the end). Everything lives in a temporary directory that is
 // removed on exit; every node's log is kept there while it runs.
 import { Command, InvalidArgumentError } from 'commander';
@@ -134,6 +134,12 @@ async function main(): Promise<void> {
     return (await json<{ serving: boolean }>(spare, '/v1/rank'))?.serving === true ? true : null;
   });
   event('node-4 serves its rank', performance.now() - t, 'kill -9 → spare serving');
+  t = performance.now();
+  spawn(second, options.warmUpMs);
+  event(`restarted node-2: its rank is taken, so it waits as the new hot spare`);
+  await warmUp(second, 'node-2 warms up');
+  await waitForView(n0, (v) => v.spares.some((s) => s.peerId === second.peerId && s.ready), 'node-2 listed as a ready spare');
+  event('node-2 is the new ready spare', performance.now() - t, 'restart → new ready spare');
 
   section('5. Pause and unpause, decided by the ranks themselves');
   const paused = await control(n1, 'pause');

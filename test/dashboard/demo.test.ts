@@ -17,6 +17,7 @@ test('the demo runs the whole story and exits 0 with no request lost', async () 
   for (const step of ['1. The mesh forms', '3. A rank crashes and comes back (deferred join)', '4. A hot spare takes over', '5. Pause and unpause']) expect(out).toContain(step);
   expect(out).toMatch(/admitted to rank \d+ in epoch \d+, mask 0xf/);
   expect(out).toMatch(/promoted node-4 into rank \d+/);
+  expect(out).toContain('node-2 is the new ready spare');
   expect(out).toContain('mesh is PAUSED');
   expect(out).toMatch(/requests: (\d+) sent, \1 done, 0 failed/);
   expect(out).toMatch(/Dashboard: http:\/\/127\.0\.0\.1:\d+\/dashboard/);
