@@ -322,6 +322,7 @@ export class Runtime {
     });
     this.ingressRef = ingress;
     ingress.start();
+    demand.plans.on('change', () => ingress.reroute());
 
     const info: NodeInfo = {
       peerId,

@@ -230,7 +230,8 @@ export class Ingress {
     await this.committed(t);
     this.counters.accepted++;
     this.pump();
-    return { request: this.viewOf(t), existing: false };
+    // It may have finished meanwhile (a STOP fails waiting requests at once).
+    return { request: this.get(t.id) ?? this.viewOf(t), existing: false };
   }
 
   /** Resolves once `t`'s insert is committed; if the store failed, `t` is dropped and this rejects. */
@@ -259,7 +260,6 @@ export class Ingress {
   wait(id: string, timeoutMs: number): Promise<RequestView | undefined> {
     const t = this.tracked.get(id);
     if (t === undefined) return Promise.resolve(this.get(id));
-    if (this.finishing.has(id)) return Promise.resolve(this.finishing.get(id));
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         t.waiters.splice(t.waiters.indexOf(done), 1);
@@ -271,6 +271,14 @@ export class Ingress {
       };
       t.waiters.push(done);
     });
+  }
+
+  /**
+   * The routing filter changed (a new plan gives pipelines other ranks): requests waiting here
+   * for a rank are placed again. Requests already queued at a rank stay there.
+   */
+  reroute(): void {
+    this.pump();
   }
 
   /** Requests unfinished here: held (no rank yet), queued at a rank, in flight. */
