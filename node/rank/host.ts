@@ -412,7 +412,12 @@ export class RankHost {
       }
       return;
     }
-    if (current !== null) {
+    // Admission (the mask only grows: every rank of the communicator in use keeps its rank and
+    // incarnation): that communicator stays valid, so this rank keeps serving on it while the
+    // new ring connects, and switches once the new one is up — the ranks stall for the switch
+    // and the join step, not for the ring's connection.
+    const keep = current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && this.warmed && current.members.every((m) => target.members.some((t) => t.meshRank === m.meshRank && sameIncarnation(t.holder, m.holder))) ? current : null;
+    if (current !== null && keep === null) {
       const reason = target === null ? 'this node lost its rank' : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
       await this.retire(current, reason);
       if (target === null) {
@@ -433,14 +438,18 @@ export class RankHost {
     this.directory!.setBuild(build);
     this.building = true;
     try {
-      await this.build(target, build, changed);
+      await this.build(target, build, changed, keep);
     } finally {
       this.building = false;
     }
   }
 
-  /** One attempt: wait for the peers' addresses, connect the ring, start or resume the loop. */
-  private async build(target: Target, build: BuildAttempt, changed: Promise<void>): Promise<void> {
+  /**
+   * One attempt: wait for the peers' addresses, connect the ring, retire `keep` (the
+   * communicator still serving while this one connected, if any), pass the join step, start
+   * or resume the loop.
+   */
+  private async build(target: Target, build: BuildAttempt, changed: Promise<void>, keep: Serving | null): Promise<void> {
     const { log, settings } = this.options;
     const { attempt } = build;
     const others = target.members.filter((m) => m.meshRank !== target.meshRank);
@@ -484,6 +493,7 @@ export class RankHost {
       return;
     }
     const comm = outcome.comm;
+    if (keep !== null && this.serving === keep) await this.retire(keep, `switching to epoch ${target.epoch}'s communicator`);
     let joined: JoinOutcome;
     // A ring can connect around a member that is gone (its neighbours' links were up), so the
     // step's collectives may wait on a dead rank: a newer view or build cuts them short.
@@ -543,6 +553,10 @@ export class RankHost {
     const serving = this.serving;
     // A communicator retired here was cleared from `serving` before it was aborted.
     if (serving === null || this.state.code !== 'started') return;
+    // A peer switched to the next epoch's communicator first (admission): this rank's build
+    // of it is under way and retires this one when it is up.
+    const next = this.lastBuild;
+    if (this.building && next !== null && next.generation === serving.generation && next.epoch !== serving.epoch) return;
     this.fail(`epoch ${serving.epoch} attempt ${serving.attempt}: communicator aborted: ${reason}`);
     this.scheduleRetry();
   }
