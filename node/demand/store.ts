@@ -1,7 +1,7 @@
 // Durable demand records: every record this node opened or heard, merged, one row each. A
 // restarted node loads them before it takes part in any plan round, so demand signalled
 // before the restart still counts. Writes are synchronous SQLite statements.
-import { and, desc, eq } from 'drizzle-orm';
+import { and, asc, eq } from 'drizzle-orm';
 import { type DemandRecord, RECORDS_MAX, parseRecord } from '../../mesh/demand.ts';
 import { demandRecords } from '../../schema/index.ts';
 import type { Db } from '../storage/database.ts';
@@ -13,21 +13,25 @@ export class DemandStore {
   ) {}
 
   /**
-   * The stored records of this mesh, newest RECORDS_MAX first; older closed rows are deleted.
-   * `malformed` counts rows that no longer parse (skipped).
+   * The stored records of this mesh, oldest first (the order a DemandBook forgets closed
+   * ones in); beyond RECORDS_MAX the oldest closed rows are deleted. `malformed` counts rows
+   * that no longer parse (skipped).
    */
   load(): { records: DemandRecord[]; malformed: number } {
-    const rows = this.db.select().from(demandRecords).where(eq(demandRecords.meshId, this.meshId)).orderBy(desc(demandRecords.updatedAtMs)).all();
-    const records: DemandRecord[] = [];
+    const rows = this.db.select().from(demandRecords).where(eq(demandRecords.meshId, this.meshId)).orderBy(asc(demandRecords.updatedAtMs)).all();
+    const parsed: DemandRecord[] = [];
     let malformed = 0;
     for (const row of rows) {
       const record = parseRecord(row.record);
-      if (record === null) {
-        malformed++;
-        continue;
-      }
-      if (records.length >= RECORDS_MAX && record.closed) {
+      if (record === null) malformed++;
+      else parsed.push(record);
+    }
+    let excess = parsed.length - RECORDS_MAX;
+    const records: DemandRecord[] = [];
+    for (const record of parsed) {
+      if (excess > 0 && record.closed) {
         this.delete(record.id);
+        excess--;
         continue;
       }
       records.push(record);
