@@ -12,6 +12,8 @@
 //     in at once and the ranks wait for its warm-up) as the baseline, and the ratios.
 // Times come from one clock: the nodes' logs and the client's completions (wall ms, one host).
 // Usage: bun scripts/bench/join.ts [--sizes 4,8] [--warm-up-ms 10000] [--steady-ms 5000]
+// JOIN_BENCH_DEBUG=1 also prints where each rank's longest gap falls and the ranks' log lines
+// around the admission (to see where a stall goes).
 import { Command } from 'commander';
 import { type LogRecord, ProcCluster, type ProcNode } from '../lib/proc-cluster.ts';
 
@@ -108,6 +110,9 @@ async function measure(n: number, mode: Mode): Promise<Run> {
     const warmRps = load.rate(healthy, warmFrom, warmTo);
     const at = Number(admitted.time);
     const stallMs = Math.max(...healthy.map((x) => load.longestGap(x, mode === 'async' ? at - 1000 : warmFrom, mode === 'async' ? at + 3000 : warmTo + 3000)));
+    if (process.env.JOIN_BENCH_DEBUG) {
+      for (const x of cluster.nodes) for (const r of x.logs) if ((r.component === 'rank' || r.msg === 'view committed') && Math.abs(Number(r.time) - at) < 3000) log(`${x.name} ${Number(r.time) - at} ${r.msg}`);
+    }
     log(`N=${n} ${mode}: steady ${steadyRps.toFixed(1)} req/s, during warm-up ${warmRps.toFixed(1)} req/s over ${Math.round(warmTo - warmFrom)} ms, longest stall ${stallMs.toFixed(0)} ms, barrier round ${roundMs.toFixed(1)} ms, ${load.retries} retries`);
     return { ranks: n, mode, steadyRps, warmRps, warmWindowMs: warmTo - warmFrom, stallMs, roundMs, lost: load.lost };
   } finally {
