@@ -153,3 +153,45 @@ export function inputOf(i: number): number[] {
   const length = 1 + (i % 12);
   return Array.from({ length }, (_, k) => (i * 31 + k * 7) % 256);
 }
+
+/** What a client got for one request in the end. */
+export interface Completed {
+  readonly id: string;
+  readonly output: readonly number[];
+  readonly rank: number;
+}
+
+/**
+ * One client request with input inputOf(i), retried at the same entry with the same
+ * idempotency key while that node is down or refuses (429/503), then followed to its result
+ * by GET if it was answered 202. Throws if it fails or is not done by `deadlineMs`.
+ */
+export async function submit(entryUrl: string, i: number, mode: 'sync' | 'async', deadlineMs: number): Promise<Completed> {
+  const body = { input: inputOf(i), idempotencyKey: `req-${i}`, mode };
+  let answer: Answer | null = null;
+  while (performance.now() < deadlineMs) {
+    try {
+      answer = await generate(entryUrl, body);
+    } catch {
+      answer = null; // the entry node is down: ask it again once it is back
+    }
+    if (answer !== null && (answer.status === 200 || answer.status === 202)) break;
+    if (answer !== null && answer.status !== 429 && answer.status !== 503) throw new Error(`request ${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    await Bun.sleep(20);
+  }
+  if (answer === null || (answer.status !== 200 && answer.status !== 202)) throw new Error(`request ${i} not accepted before the deadline`);
+  const id = answer.body.id;
+  let view: RequestView = answer.body;
+  while (view.status !== 'done') {
+    if (view.status === 'failed') throw new Error(`request ${i} failed: ${JSON.stringify(view)}`);
+    if (performance.now() > deadlineMs) throw new Error(`request ${i} (${id}) not done before the deadline: ${view.status}`);
+    await Bun.sleep(20);
+    try {
+      const got = await getRequest(entryUrl, id);
+      if (got.status === 200) view = got.body;
+    } catch {
+      // the entry node is restarting
+    }
+  }
+  return { id, output: view.output!, rank: view.rank! };
+}

@@ -1,44 +1,10 @@
 // Covers the edge on real nodes: three ranks and a gateway take 1,000 requests spread over all four entry points while a rank is killed and restarted, and every request completes with exactly one result equal to a single-rank run; the gateway holds no rank and does not count toward worldSize.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { waitFor } from '../node/helpers.ts';
-import { type Answer, fullyServing, generate, getRequest, inputOf, singleRankOutputs, type TestCluster, TestCluster as Cluster, type TestNode } from './helpers.ts';
+import { fullyServing, getRequest, inputOf, singleRankOutputs, submit, type TestCluster, TestCluster as Cluster } from './helpers.ts';
 
 const worldSize = 3;
 let cluster: TestCluster;
-
-/**
- * One client request, retried at the same entry with the same idempotency key while that node
- * is down or refuses (429/503), then followed to its result by GET if it was answered 202.
- */
-async function submit(entry: TestNode, i: number, mode: 'sync' | 'async', deadlineMs: number): Promise<{ id: string; output: readonly number[]; rank: number }> {
-  const body = { input: inputOf(i), idempotencyKey: `req-${i}`, mode };
-  let answer: Answer | null = null;
-  while (performance.now() < deadlineMs) {
-    try {
-      answer = await generate(entry.httpUrl, body);
-    } catch {
-      answer = null; // the entry node is down: ask it again once it is back
-    }
-    if (answer !== null && (answer.status === 200 || answer.status === 202)) break;
-    if (answer !== null && answer.status !== 429 && answer.status !== 503) throw new Error(`request ${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
-    await Bun.sleep(20);
-  }
-  if (answer === null || (answer.status !== 200 && answer.status !== 202)) throw new Error(`request ${i} not accepted before the deadline`);
-  const id = answer.body.id;
-  let view = answer.body;
-  while (view.status !== 'done') {
-    if (view.status === 'failed') throw new Error(`request ${i} failed: ${JSON.stringify(view)}`);
-    if (performance.now() > deadlineMs) throw new Error(`request ${i} (${id}) not done before the deadline: ${view.status}`);
-    await Bun.sleep(20);
-    try {
-      const got = await getRequest(entry.httpUrl, id);
-      if (got.status === 200) view = got.body;
-    } catch {
-      // the entry node is restarting
-    }
-  }
-  return { id, output: view.output!, rank: view.rank! };
-}
 
 describe('edge ingress on real nodes', () => {
   beforeAll(async () => {
@@ -74,7 +40,7 @@ describe('edge ingress on real nodes', () => {
       while (next < total) {
         const i = next++;
         const entry = cluster.nodes[i % cluster.nodes.length]!;
-        results[i] = await submit(entry, i, i % 2 === 0 ? 'sync' : 'async', deadlineMs);
+        results[i] = await submit(entry.httpUrl, i, i % 2 === 0 ? 'sync' : 'async', deadlineMs);
         completed++;
       }
     };
