@@ -304,6 +304,10 @@ export class Ingress {
     if (req.input.length > settings.ingressInputTokensMax) {
       throw new IngressTooLargeError(`input has ${req.input.length} tokens, the limit is ${settings.ingressInputTokensMax}`);
     }
+    // A forward must fit one direct request (a token is at most 5 digits and a comma).
+    if (req.input.length * 6 + 512 > settings.requestBytesMax) {
+      throw new IngressTooLargeError(`input of ${req.input.length} tokens would not fit a forward of requestBytesMax (${settings.requestBytesMax} bytes)`);
+    }
     for (let i = 0; i < req.input.length; i++) {
       const t = req.input[i]!;
       if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new IngressInputError(`input[${i}]: token ${String(t)} is not in 0..${vocab - 1}`);
