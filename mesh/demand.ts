@@ -384,8 +384,8 @@ export function comparePlans(a: Pick<AgreedPlan, 'generation' | 'epoch' | 'seq'>
  * another (seq 1, 2, …): a rank arrives at seq n + 1 only once seq n completed here, which is
  * what serialises resizes. It arrives when its epoch has had no round yet (a committed view
  * changes the ranks), when another rank already started the next round, when its own book
- * holds demand for a pipeline the plan gives no rank (at once: that pipeline is starving),
- * or when its book says the plan is far from the demand (rebalanceWanted at
+ * holds demand for a pipeline the plan gives no rank or a rank serves a pipeline without
+ * work while others have some (at once: those are urgent), or when its book says the plan is far from the demand (rebalanceWanted at
  * `triggerPoints`) in a way the planner would change, at least `minIntervalTicks` after its
  * last round completed. Time is in the driver's units.
  */
@@ -435,8 +435,9 @@ export class PlanRounds {
     if (this.rank < 0 || this.arrivedSeq > this.completedSeq) return null;
     const seq = this.arrivedSeq + 1;
     const fresh = this.completedSeq === 0;
-    // A pipeline with demand and no rank is starving: its round is not rate-limited.
-    const wanted = !fresh && (this.starving(ranks, demand) || (now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand)));
+    // A pipeline with demand and no rank, or a rank idle while others have work, is urgent:
+    // its round is not rate-limited (each such round removes its cause).
+    const wanted = !fresh && (this.urgent(ranks, demand) || (now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand)));
     if (!(fresh || peerStarted(seq) || wanted)) return null;
     return seq;
   }
@@ -465,11 +466,18 @@ export class PlanRounds {
     return true;
   }
 
-  /** Some pipeline the planner would serve (ranks allowing) holds no rank: the planner gives it one. */
-  private starving(ranks: readonly number[], demand: readonly PipelineDemand[]): boolean {
-    const held = new Set(this.latest?.assignment.filter(([r]) => ranks.includes(r)).map(([, p]) => p) ?? []);
+  /**
+   * Some pipeline the planner would serve (ranks allowing) holds no rank, or some rank serves
+   * a pipeline without work (or nothing) while others have work: the planner changes both.
+   */
+  private urgent(ranks: readonly number[], demand: readonly PipelineDemand[]): boolean {
     const served = demand.filter((d) => d.remaining > 0).sort(servingOrder).slice(0, ranks.length);
-    return served.some((d) => !held.has(d.pipeline));
+    if (served.length === 0) return false;
+    const assignment = this.assignmentMap();
+    const held = new Set(ranks.map((r) => assignment.get(r) ?? null));
+    if (served.some((d) => !held.has(d.pipeline))) return true;
+    const open = new Set(demand.filter((d) => d.remaining > 0).map((d) => d.pipeline));
+    return ranks.some((r) => !open.has(assignment.get(r) ?? ''));
   }
 
   /** Far from the demand, and the planner (on this node's own view) would move a rank. */

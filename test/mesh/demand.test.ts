@@ -209,6 +209,20 @@ describe('PlanRounds', () => {
     expect(r.next(10, [0, 1, 2], drifted, () => false)).toBe(2);
   });
 
+  test('a rank left serving a finished pipeline while another has work starts a round at once', () => {
+    const r = new PlanRounds(1000);
+    r.setView(1, 1, 0);
+    r.arrived(1);
+    const both = [
+      { pipeline: 'a', remaining: 10, priority: 0 },
+      { pipeline: 'b', remaining: 10, priority: 0 },
+    ];
+    const p = encodePlanPayload(null, both, 'd');
+    r.completed(0, result(1, [p, p]));
+    expect(r.next(1, [0, 1], both, () => false)).toBeNull();
+    expect(r.next(1, [0, 1], [{ ...both[0]!, remaining: 0 }, both[1]!], () => false)).toBe(2);
+  });
+
   test('results of another barrier or another epoch are not plans; a node without a rank runs no rounds but adopts newer plans', () => {
     const r = new PlanRounds(0);
     r.setView(1, 2, -1);
