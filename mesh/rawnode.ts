@@ -683,11 +683,16 @@ export class RawNode {
         const refused = this.barrierSet.onArrive(from, body.name, body.seq, body.payload, this.now);
         return refused ? this.reject(refused) : undefined;
       }
-      case 'cmd':
+      case 'cmd': {
+        // Default ids name their issuer's incarnation (<bootId>.<n>): one naming another
+        // node's would take that id from it, and its own command would be dropped as seen.
+        const issuer = this.commandIdOwner(body.id);
+        if (issuer !== null && issuer !== from) return this.reject('command id of another node');
         // A command applied already is still being re-sent: its issuer missed the news, so
         // the next heartbeats carry its id again.
         if (this.appliedIds.has(body.id)) return this.readvertise(body.id);
         return this.heardCommand({ kind: body.kind, id: body.id });
+      }
       case 'vote':
         return agreement.onVote(from, body.ballot, body.change, this.now);
       case 'prepare':
@@ -861,6 +866,9 @@ export class RawNode {
 
   private setLifecycle(state: LifecycleState, version: number, via: LifecycleVia): void {
     const previous = this.lc.state;
+    // Versions count again from 0 in a new generation: a local part finished in the last one
+    // (same version number, other state) says nothing about this one.
+    if (this.lc.generation !== this.generation) this.lcDoneVersion = -1;
     this.lc = { generation: this.generation, state, version };
     this.dirty = true;
     if (via === 'generation' || via === 'heard' || via === 'restore') this.lcTrusted = false;
@@ -889,6 +897,21 @@ export class RawNode {
     if (this.lc.state === 'STOPPED' || lc.state === 'STOPPED') return;
     if (view.ranks.findIndex((h) => h !== null) !== rank) return;
     if (lc.version !== this.lc.version || lc.state !== this.lc.state) this.setLifecycle(lc.state, lc.version, 'heard');
+  }
+
+  /**
+   * The peer whose incarnation a default-form command id (<bootId>.<n>) names, when that
+   * bootId is one this node knows (this node, the view, or a peer heard); else null.
+   */
+  private commandIdOwner(id: string): string | null {
+    const dot = id.lastIndexOf('.');
+    if (dot <= 0 || !/^\d+$/.test(id.slice(dot + 1))) return null;
+    const bootId = id.slice(0, dot);
+    if (bootId === this.config.bootId) return this.config.self;
+    const view = this.currentView;
+    for (const inc of view ? [...view.ranks, ...view.spares] : []) if (inc?.bootId === bootId) return inc.peerId;
+    for (const p of this.membership.peers.values()) if (p.bootId === bootId) return p.peerId;
+    return null;
   }
 
   /** A command heard from a peer or carried by a round: kept only at a rank, which proposes it. */

@@ -2,6 +2,7 @@
 import { describe, expect, test } from 'bun:test';
 import { type PersistentState, RawNode } from '../../mesh/rawnode.ts';
 import { type Incarnation, type View, firstView, viewDigest } from '../../mesh/view.ts';
+import { runSeed } from '../../mesh/sim/run.ts';
 import { BALLOT_RANK_SPAN, type Body, type Message, WIRE_VERSION } from '../../mesh/wire.ts';
 
 const meshId = 'm';
@@ -134,4 +135,21 @@ describe('forged messages change nothing', () => {
     spare.advance();
     expect(sent.filter((m) => m.msg.body.type === 'decide')).toEqual([]);
   });
+
+  test("a command under another node's default id is refused; its owner, and custom ids, are taken", () => {
+    const node = nodeAs('a', 0);
+    // c issues a PAUSE under b's incarnation id: b's own command with that id would be lost.
+    expectRefused(node, 'c', { type: 'cmd', kind: 'PAUSE', id: 'b-b.1' }, 'command id of another node');
+    expectRefused(node, 'x', { type: 'cmd', kind: 'STOP', id: 'b-a.7' }, 'command id of another node');
+    node.step('b', envelope({ type: 'cmd', kind: 'PAUSE', id: 'b-b.1' }));
+    node.step('c', envelope({ type: 'cmd', kind: 'UNPAUSE', id: 'operator-42' }));
+    expect(node.lifecycle().pending.map((c) => c.id).sort()).toEqual(['b-b.1', 'operator-42']);
+  });
+});
+
+test('regression: a local part done in the last generation does not complete the same version in the next (seed 7002321)', () => {
+  // A node that finished PAUSING v1 of generation 1 (as a non-rank) became rank 3 of generation
+  // 2 and reported PAUSING v1 done at once, with a request still in flight.
+  const r = runSeed({ seed: 7002321, sizeMin: 2, sizeMax: 7 });
+  expect(r.failure ?? null).toBeNull();
 });
