@@ -1,48 +1,63 @@
-// A steady stream of inference requests through several entry points while faults happen,
-// with every request's fate recorded: completed (and its output checked against every other
-// answer for the same input), refused at the door, failed with an answer, failed because the
-// harness itself killed or cut off the entry node while the request was in flight, or lost
-// (no answer at all within the deadline from an entry that stayed reachable).
+// A steady stream of inference requests through every reachable node's edge (POST
+// /v1/generate, async) while faults happen, with every request followed to its end by polling
+// GET /v1/requests/:id at the node that accepted it — also across that node's crash and
+// restart, since an accepted request is stored before anything else happens to it. Fates:
+// refused at the door (no id given), completed (output checked against every other answer for
+// the same input), failed (the node reported it failed), or lost (accepted, then never
+// finished nor failed within the deadline).
 import { chaosToken, type NsNode } from './ns-cluster.ts';
 
-export type RequestFate = 'completed' | 'refused' | 'failed' | 'entry-disturbed' | 'lost' | 'wrong';
+export type RequestFate = 'completed' | 'refused' | 'failed' | 'lost' | 'wrong';
 
 export interface RequestRecord {
-  readonly id: string;
+  readonly key: string;
   readonly entry: string;
   readonly inputIndex: number;
   readonly sentAtMs: number;
-  fate: RequestFate | 'in-flight';
+  /** The id the entry node gave the request when it accepted it. */
+  id?: string;
+  fate: RequestFate | 'pending';
   status?: number;
   detail?: string;
-  /** The entry node was killed or cut off while this request was in flight. */
-  disturbed: boolean;
+  /** Dispatches to a rank the entry reported at the end (more than 1: it was re-dispatched). */
+  attempts?: number;
 }
 
 export interface LoadSummary {
   sent: number;
-  /** Refused before being queued (no rank, not ready, queue full, not listening yet): reported at once. */
+  /** Refused at the door (429/503/4xx, or no answer to the POST): no id, nothing to follow. */
   refused: number;
-  /** sent − refused. */
+  /** Given an id by the entry node. */
   accepted: number;
   completed: number;
-  /** Answered with an error, or the connection ended because the harness disturbed the entry. */
+  /** Reported failed by the entry node (deadline, stopped, rank-failed). */
   failed: number;
+  /** Accepted and never finished nor reported failed within the deadline. */
   lost: number;
-  /** Answered 200 with a wrong id or an output that differs from another answer for the input. */
+  /** Completed with an output that differs from another answer for the same input. */
   wrong: number;
+  /** Completed after more than one dispatch (a rank left or a stream broke). */
+  redispatched: number;
 }
 
+/**
+ * Which door requests use: `generate` is the edge (POST /v1/generate, stored, forwarded,
+ * followed by polling); `rank` is a node's own rank (POST /v1/rank/infer, answered on the
+ * same connection; no answer within the deadline is lost, a broken connection is failed).
+ */
+export type LoadDoor = 'generate' | 'rank';
+
 export interface LoadOptions {
-  /** The nodes requests may be sent to now (running and reachable). */
+  door: LoadDoor;
+  /** The nodes new requests may be sent to now (running and reachable). */
   entries: () => NsNode[];
   intervalMs?: number;
-  /** Requests in flight at once, at most; a tick with this many in flight sends nothing. */
-  inFlightMax?: number;
-  /** No answer within this is a lost request; keep it above the nodes' rankRequestTimeoutMs. */
-  answerDeadlineMs: number;
-  /** Prefix of request ids, so ids never repeat across loads of one run. */
-  idPrefix: string;
+  /** Unfinished requests at once, at most; a tick with this many sends nothing. */
+  pendingMax?: number;
+  /** An accepted request unfinished this long after acceptance is lost; keep it above the nodes' ingressRequestTimeoutMs. */
+  finishDeadlineMs: number;
+  /** Prefix of idempotency keys, so keys never repeat across loads of one run. */
+  keyPrefix: string;
 }
 
 /** Inputs the load cycles through; each has one correct output, whatever rank computes it. */
@@ -55,12 +70,15 @@ const inputs: readonly (readonly number[])[] = [
   [42, 42],
 ];
 
+const pollIntervalMs = 200;
+const httpTimeoutMs = 2000;
+
 export class RequestLoad {
   readonly records: RequestRecord[] = [];
-  private readonly inFlight = new Map<string, { record: RequestRecord; node: NsNode }>();
   private readonly outputs = new Map<number, string>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private next = 0;
+  private pending = 0;
   private readonly settled = new Set<Promise<void>>();
 
   constructor(private readonly options: LoadOptions) {}
@@ -70,12 +88,7 @@ export class RequestLoad {
     this.timer = setInterval(() => this.tick(), this.options.intervalMs ?? 100);
   }
 
-  /** Marks requests in flight to `node` as disturbed: call before killing or cutting it off. */
-  disturb(node: NsNode): void {
-    for (const { record, node: to } of this.inFlight.values()) if (to === node) record.disturbed = true;
-  }
-
-  /** Stops sending and waits for every request in flight to settle (each is bounded). */
+  /** Stops sending and waits until every request has settled (each is bounded by the deadline). */
   async stop(): Promise<LoadSummary> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
@@ -91,54 +104,89 @@ export class RequestLoad {
       refused,
       accepted: this.records.length - refused,
       completed: count('completed'),
-      failed: count('failed') + count('entry-disturbed'),
+      failed: count('failed'),
       lost: count('lost'),
       wrong: count('wrong'),
+      redispatched: this.records.filter((r) => r.fate === 'completed' && (r.attempts ?? 0) > 1).length,
     };
   }
 
   private tick(): void {
-    if (this.inFlight.size >= (this.options.inFlightMax ?? 16)) return;
+    if (this.pending >= (this.options.pendingMax ?? 64)) return;
     const entries = this.options.entries();
     if (entries.length === 0) return;
     const n = this.next++;
     const node = entries[n % entries.length]!;
-    const inputIndex = n % inputs.length;
-    const record: RequestRecord = {
-      id: `${this.options.idPrefix}-${n}`,
-      entry: node.name,
-      inputIndex,
-      sentAtMs: Date.now(),
-      fate: 'in-flight',
-      disturbed: false,
-    };
+    const record: RequestRecord = { key: `${this.options.keyPrefix}-${n}`, entry: node.name, inputIndex: n % inputs.length, sentAtMs: Date.now(), fate: 'pending' };
     this.records.push(record);
-    this.inFlight.set(record.id, { record, node });
-    const done = this.send(record, node).finally(() => {
-      this.inFlight.delete(record.id);
+    this.pending += 1;
+    const done = this.follow(record, node).finally(() => {
+      this.pending -= 1;
       this.settled.delete(done);
     });
     this.settled.add(done);
   }
 
-  private async send(record: RequestRecord, node: NsNode): Promise<void> {
+  private async follow(record: RequestRecord, node: NsNode): Promise<void> {
+    if (this.options.door === 'rank') return this.infer(record, node);
+    let view = await this.post(record, node);
+    if (view === undefined) return;
+    const deadline = Date.now() + this.options.finishDeadlineMs;
+    while (view.status !== 'done' && view.status !== 'failed') {
+      if (Date.now() > deadline) {
+        record.fate = 'lost';
+        record.detail = `still ${view.status} after ${this.options.finishDeadlineMs} ms`;
+        return;
+      }
+      await Bun.sleep(pollIntervalMs);
+      // The entry may be cut off or restarting: keep asking until the deadline.
+      view = (await this.poll(node, record.id!)) ?? view;
+    }
+    this.finish(record, view);
+  }
+
+  /** Sends the request; returns its view if accepted, undefined (fate set) if refused. */
+  private async post(record: RequestRecord, node: NsNode): Promise<RequestView | undefined> {
+    try {
+      const res = await fetch(`${node.httpUrl}/v1/generate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${chaosToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ input: inputs[record.inputIndex], mode: 'async', idempotencyKey: record.key }),
+        signal: AbortSignal.timeout(httpTimeoutMs),
+      });
+      record.status = res.status;
+      const body = (await res.json()) as RequestView & { error?: { code: string } };
+      if ((res.status === 200 || res.status === 202) && typeof body.id === 'string') {
+        record.id = body.id;
+        return body;
+      }
+      record.fate = 'refused';
+      record.detail = JSON.stringify(body).slice(0, 200);
+    } catch (err) {
+      // No answer: the client cannot know whether the node stored it; it was never acknowledged.
+      record.fate = 'refused';
+      record.detail = (err as Error).message;
+    }
+    return undefined;
+  }
+
+  private async infer(record: RequestRecord, node: NsNode): Promise<void> {
     let res: Response;
     let body: string;
     try {
       res = await fetch(`${node.httpUrl}/v1/rank/infer`, {
         method: 'POST',
         headers: { authorization: `Bearer ${chaosToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ id: record.id, input: inputs[record.inputIndex] }),
-        signal: AbortSignal.timeout(this.options.answerDeadlineMs),
+        body: JSON.stringify({ id: record.key, input: inputs[record.inputIndex] }),
+        signal: AbortSignal.timeout(this.options.finishDeadlineMs),
       });
       body = await res.text();
     } catch (err) {
-      const timedOut = (err as Error).name === 'TimeoutError';
       record.detail = (err as Error).message;
-      // A refused connection (a node still starting) reached no node: refused at the door.
-      // Without an answer the request is lost, unless the harness itself took its entry away.
-      if ((err as { code?: unknown }).code === 'ConnectionRefused') record.fate = 'refused';
-      else record.fate = record.disturbed ? 'entry-disturbed' : timedOut ? 'lost' : 'failed';
+      const code = (err as { code?: unknown }).code;
+      // Nothing listening: refused at the door. No answer at all: lost. A connection the
+      // harness broke (killed or cut off the node): the client was told it failed.
+      record.fate = code === 'ConnectionRefused' ? 'refused' : (err as Error).name === 'TimeoutError' ? 'lost' : 'failed';
       return;
     }
     record.status = res.status;
@@ -146,20 +194,53 @@ export class RequestLoad {
       record.fate = 'refused';
       return;
     }
+    record.id = record.key;
     if (res.status !== 200) {
-      record.fate = 'failed';
-      record.detail = body.slice(0, 200);
+      this.finish(record, { id: record.key, status: 'failed', error: { code: String(res.status), message: body.slice(0, 200) } });
       return;
     }
-    const answer = JSON.parse(body) as { id?: unknown; output?: unknown };
-    const output = JSON.stringify(answer.output);
-    const known = this.outputs.get(record.inputIndex);
-    if (answer.id !== record.id || !Array.isArray(answer.output) || (known !== undefined && known !== output)) {
+    const answer = JSON.parse(body) as { id?: unknown; output?: number[] };
+    if (answer.id !== record.key) {
       record.fate = 'wrong';
-      record.detail = `id ${String(answer.id)}, output ${output}, other answers ${known ?? '-'}`;
+      record.detail = `answer for id ${String(answer.id)}`;
+      return;
+    }
+    this.finish(record, { id: record.key, status: 'done', output: answer.output, attempts: 1 });
+  }
+
+  private async poll(node: NsNode, id: string): Promise<RequestView | undefined> {
+    try {
+      const res = await fetch(`${node.httpUrl}/v1/requests/${encodeURIComponent(id)}`, { signal: AbortSignal.timeout(httpTimeoutMs) });
+      return res.status === 200 ? ((await res.json()) as RequestView) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private finish(record: RequestRecord, view: RequestView): void {
+    record.attempts = view.attempts;
+    if (view.status === 'failed') {
+      record.fate = 'failed';
+      record.detail = `${view.error?.code ?? '?'}: ${view.error?.message ?? ''}`;
+      return;
+    }
+    const output = JSON.stringify(view.output);
+    const known = this.outputs.get(record.inputIndex);
+    if (!Array.isArray(view.output) || (known !== undefined && known !== output)) {
+      record.fate = 'wrong';
+      record.detail = `output ${output}, other answers ${known ?? '-'}`;
       return;
     }
     this.outputs.set(record.inputIndex, output);
     record.fate = 'completed';
   }
+}
+
+/** The part of GET /v1/requests/:id this load reads. */
+interface RequestView {
+  id: string;
+  status: 'queued' | 'running' | 'done' | 'failed';
+  output?: number[];
+  attempts?: number;
+  error?: { code: string; message: string };
 }

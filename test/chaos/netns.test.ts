@@ -1,34 +1,40 @@
 // Covers real node processes, each in its own network namespace, through a 2|3 split, an
-// isolated node, one-way loss on one node and a kill -9 with restart, while requests flow
-// through every reachable node; after each, the nodes' own records are audited (agreement per
-// epoch, a minority that never advanced, every request answered) and all exit 0 at the end.
+// isolated node, one-way loss on one node, a kill -9 with restart and a STOP during a
+// partition, while requests flow through every reachable node; after each, the nodes' own
+// records are audited (agreement per epoch, a minority that never advanced, every accepted
+// request finished or reported failed) and every process exits 0 at the end.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { NetnsLab, netnsUnavailableReason, nftUnavailableReason } from '../../scripts/lib/netns.ts';
 import { exitViolations } from './accounting.ts';
-import { NsCluster } from './ns-cluster.ts';
-import { type ChaosEnv, type ScenarioName, scenarios, seededRandom, waitConverged } from './scenarios.ts';
+import type { LoadDoor } from './load.ts';
+import { chaosNodeSettings, NsCluster } from './ns-cluster.ts';
+import { type ChaosEnv, type ScenarioName, scenarios, seededRandom, stopDuringPartition, waitConverged } from './scenarios.ts';
 
 const skipReason = netnsUnavailableReason();
 const nftReason = skipReason ?? nftUnavailableReason();
 if (skipReason !== undefined) console.log(`test/chaos: skipped, ${skipReason}`);
 else if (nftReason !== undefined) console.log(`test/chaos: the one-way loss scenario is skipped, ${nftReason}`);
 
+// Requests enter through each node's rank by default. CHAOS_DOOR=generate sends them through
+// the edge (POST /v1/generate) instead; see the README's Chaos section for why that is not the
+// default yet.
+const door: LoadDoor = process.env.CHAOS_DOOR === 'generate' ? 'generate' : 'rank';
 const seed = Number(process.env.SEED ?? Date.now() % 100_000);
 const nodes = 5;
-const rankRequestTimeoutMs = 4000;
+const ingressRequestTimeoutMs = 30_000;
 let lab: NetnsLab | undefined;
 let cluster: NsCluster | undefined;
 let env: ChaosEnv;
 
 beforeAll(async () => {
   if (skipReason !== undefined) return;
-  console.log(`test/chaos: seed ${seed} (SEED=${seed} replays the same choices)`);
+  console.log(`test/chaos: seed ${seed} (SEED=${seed} replays the same choices), requests through ${door === 'rank' ? '/v1/rank/infer' : '/v1/generate'}`);
   lab = NetnsLab.create({ hosts: nodes });
   cluster = await NsCluster.start({
     lab,
     nodes,
     worldSize: nodes,
-    env: { RANKMESH_REDIAL_MAX_MS: '2000', RANKMESH_RANK_REQUEST_TIMEOUT_MS: String(rankRequestTimeoutMs), RANKMESH_RANK_CONNECT_TIMEOUT_MS: '3000' },
+    env: chaosNodeSettings(ingressRequestTimeoutMs),
   });
   env = {
     lab,
@@ -38,7 +44,8 @@ beforeAll(async () => {
     log: (line) => console.log(`chaos: ${line}`),
     holdMs: 2000,
     reactMs: 30_000,
-    rankRequestTimeoutMs,
+    ingressRequestTimeoutMs,
+    door,
   };
   await waitConverged(env, 60_000);
 }, 90_000);
@@ -66,8 +73,9 @@ chaosTest('isolate one and heal', skipReason);
 chaosTest('one-way loss on one node (100%)', nftReason);
 chaosTest('kill -9 and restart a rank', skipReason);
 
-test.skipIf(skipReason !== undefined)('every node exits 0 when stopped', async () => {
-  await cluster!.stop();
-  expect(cluster!.nodes.every((n) => n.exits.length > 0)).toBe(true);
+test.skipIf(skipReason !== undefined)('STOP during a partition: the majority stops, the minority exits once healed, every process exits 0', async () => {
+  const report = await stopDuringPartition(env, { healWithinGrace: true });
+  expect(report.violations).toEqual([]);
+  expect(cluster!.nodes.every((n) => !cluster!.running(n) && n.exits.length > 0)).toBe(true);
   expect(exitViolations(cluster!)).toEqual([]);
-}, 30_000);
+}, 120_000);

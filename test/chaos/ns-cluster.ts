@@ -19,6 +19,21 @@ const dataPlanePort = 7072;
 export const chaosToken = 'chaos-token';
 export const chaosMeshId = 'chaos';
 
+/**
+ * Timing settings for chaos runs: redials capped at 2 s so a healed link is used soon, a
+ * stuck forward sent again after 3 s, and an accepted request failed (deadline) after
+ * `ingressRequestTimeoutMs` at worst, so every request ends within a scenario.
+ */
+export function chaosNodeSettings(ingressRequestTimeoutMs: number): Record<string, string> {
+  return {
+    RANKMESH_REDIAL_MAX_MS: '2000',
+    RANKMESH_RANK_CONNECT_TIMEOUT_MS: '3000',
+    RANKMESH_RANK_REQUEST_TIMEOUT_MS: '5000',
+    RANKMESH_INGRESS_FORWARD_TIMEOUT_MS: '3000',
+    RANKMESH_INGRESS_REQUEST_TIMEOUT_MS: String(ingressRequestTimeoutMs),
+  };
+}
+
 export interface LogRecord {
   time: number;
   msg: string;

@@ -11,8 +11,8 @@ import {
   type Violation,
   viewsBetween,
 } from './accounting.ts';
-import { type LoadSummary, RequestLoad } from './load.ts';
-import type { NsCluster, NsNode, ViewBody } from './ns-cluster.ts';
+import { type LoadDoor, type LoadSummary, RequestLoad } from './load.ts';
+import { chaosToken, type NsCluster, type NsNode, type ViewBody } from './ns-cluster.ts';
 
 export interface ChaosEnv {
   readonly lab: NetnsLab;
@@ -25,8 +25,10 @@ export interface ChaosEnv {
   readonly holdMs: number;
   /** Bound on each wait for the mesh to react (detection, convergence). */
   readonly reactMs: number;
-  /** Rank requests are answered (504 at worst) within this; the load's deadline is above it. */
-  readonly rankRequestTimeoutMs: number;
+  /** The nodes' ingressRequestTimeoutMs: an accepted request fails (deadline) by then at worst. */
+  readonly ingressRequestTimeoutMs: number;
+  /** Where requests enter: the edge (/v1/generate) or each node's rank (/v1/rank/infer). */
+  readonly door: LoadDoor;
 }
 
 export interface ScenarioReport {
@@ -53,6 +55,8 @@ export const scenarios = {
   'kill -9 and restart a spare': killSpare,
   'flapping link': flappingLink,
   'one-way cut': oneWayCut,
+  'PAUSE on the minority side': pauseOnMinority,
+  'PAUSE on the majority side': pauseOnMajority,
 } satisfies Record<string, Scenario>;
 
 export type ScenarioName = keyof typeof scenarios;
@@ -73,6 +77,7 @@ export async function waitConverged(env: ChaosEnv, timeoutMs = env.reactMs): Pro
       if (same && full && nodes.every((n) => members.has(n.peerId)) && members.size === nodes.length) return first;
     }
     last = views.map((v, i) => `${nodes[i]!.name}=${v === null || v === undefined ? '-' : `${v.generation}/${v.epoch}:${v.mask}+${v.spares.length}`}`).join(' ');
+    last += nodes.filter((_, i) => views[i] === null).map((n) => `\n${n.name} serves no view; its last lines: ${n.logs.slice(-6).map((r) => r.msg).join(' | ')}`).join('');
     if (performance.now() > deadline) throw new Error(`no convergence within ${timeoutMs} ms: ${last}${deadNodes(env)}`);
     await Bun.sleep(100);
   }
@@ -115,7 +120,6 @@ async function isolateOne(env: ChaosEnv): Promise<ScenarioReport> {
     const [victim] = pick(env, rankedNodes(env, ctx.view), 1) as [NsNode];
     const others = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
     env.log(`link down: ${victim.name}`);
-    ctx.load.disturb(victim);
     markCut(env, victim, true);
     env.lab.linkDown(victim.index);
     ctx.fault();
@@ -183,7 +187,6 @@ async function flappingLink(env: ChaosEnv, cycles = 4, periodMs = 1500): Promise
     const others = env.cluster.nodes.filter((n) => n !== victim && env.cluster.running(n));
     env.log(`flapping ${victim.name}: ${cycles} × (${periodMs} ms down, ${periodMs} ms up)`);
     const fromMs = Date.now();
-    ctx.load.disturb(victim);
     markCut(env, victim, true);
     ctx.fault(await env.lab.flap(victim.index, { cycles, downMs: periodMs, upMs: periodMs }));
     markCut(env, victim, false);
@@ -214,6 +217,80 @@ async function oneWayCut(env: ChaosEnv): Promise<ScenarioReport> {
   });
 }
 
+/**
+ * PAUSE issued at a node of a 2|3 minority must not complete there, and nobody may reach
+ * PAUSED while the cut lasts; after the heal the command may still be applied by the whole
+ * mesh (it was issued), and the scenario then UNPAUSEs.
+ */
+async function pauseOnMinority(env: ChaosEnv): Promise<ScenarioReport> {
+  return scenario(env, 'PAUSE on the minority side', async (ctx) => {
+    const minority = pick(env, rankedNodes(env, ctx.view), 2);
+    const majority = env.cluster.nodes.filter((n) => !minority.includes(n) && env.cluster.running(n));
+    env.log(`cut ${names(minority)} | ${names(majority)}; PAUSE at ${minority[0]!.name}`);
+    env.lab.split(minority.map((n) => n.index), majority.map((n) => n.index));
+    ctx.fault(minority.length * majority.length);
+    const watch = watchStates(env, env.cluster.nodes);
+    const answer = await control(minority[0]!, 'pause', env.holdMs * 2);
+    await ctx.expect('the majority to commit a view without the minority', () => viewsLack(env, majority, minority));
+    await Bun.sleep(env.holdMs);
+    const paused = watch.stop().filter((s) => s.state === 'PAUSED' || s.state === 'PAUSING');
+    env.lab.heal();
+    if (answer.status === 200) ctx.violations.push({ invariant: 'minority-advanced', detail: `PAUSE at minority ${minority[0]!.name} completed: ${answer.body}` });
+    for (const s of paused.filter((x) => x.state === 'PAUSED')) ctx.violations.push({ invariant: 'minority-advanced', detail: `${s.node} reached PAUSED while the minority's PAUSE could not be agreed` });
+    env.log(`   PAUSE at the minority answered ${answer.status}; states seen during the cut: ${describeStates(paused) || 'RUNNING only'}`);
+    await waitConverged(env);
+    await unpauseAll(env, ctx);
+  });
+}
+
+/** PAUSE issued at a node of a 2|3 majority must complete there; the minority must not reach PAUSED while cut off. */
+async function pauseOnMajority(env: ChaosEnv): Promise<ScenarioReport> {
+  return scenario(env, 'PAUSE on the majority side', async (ctx) => {
+    const minority = pick(env, rankedNodes(env, ctx.view), 2);
+    const majority = env.cluster.nodes.filter((n) => !minority.includes(n) && env.cluster.running(n));
+    env.log(`cut ${names(minority)} | ${names(majority)}; PAUSE at ${majority[0]!.name}`);
+    env.lab.split(minority.map((n) => n.index), majority.map((n) => n.index));
+    ctx.fault(minority.length * majority.length);
+    const watch = watchStates(env, minority);
+    const answer = await control(majority[0]!, 'pause', env.reactMs);
+    await Bun.sleep(env.holdMs);
+    const seen = watch.stop();
+    env.lab.heal();
+    if (answer.status !== 200) ctx.violations.push({ invariant: 'liveness', detail: `PAUSE at majority ${majority[0]!.name} answered ${answer.status}: ${answer.body}` });
+    for (const s of seen.filter((x) => x.state === 'PAUSED')) ctx.violations.push({ invariant: 'minority-advanced', detail: `minority ${s.node} reached PAUSED while cut off` });
+    env.log(`   PAUSE at the majority answered ${answer.status}`);
+    await waitConverged(env);
+    await unpauseAll(env, ctx);
+  });
+}
+
+/**
+ * STOP during a 2|3 partition: the majority pauses and stops, and its processes exit 0; the
+ * minority cannot stop while cut off, and exits 0 once the heal lets it learn the mesh closed.
+ * This ends the cluster: run it last.
+ */
+export async function stopDuringPartition(env: ChaosEnv, options: { healWithinGrace: boolean }): Promise<ScenarioReport> {
+  const title = options.healWithinGrace ? 'STOP during a partition, healed at once' : 'STOP during a partition, healed after the majority exited';
+  return scenario(env, title, async (ctx) => {
+    const minority = pick(env, rankedNodes(env, ctx.view), 2);
+    const majority = env.cluster.nodes.filter((n) => !minority.includes(n) && env.cluster.running(n));
+    env.log(`cut ${names(minority)} | ${names(majority)}; PAUSE then STOP at ${majority[0]!.name}`);
+    env.lab.split(minority.map((n) => n.index), majority.map((n) => n.index));
+    ctx.fault(minority.length * majority.length);
+    const paused = await control(majority[0]!, 'pause', env.reactMs);
+    if (paused.status !== 200) ctx.violations.push({ invariant: 'liveness', detail: `PAUSE at majority answered ${paused.status}: ${paused.body}` });
+    const stopped = await control(majority[0]!, 'stop', env.reactMs);
+    if (stopped.status !== 200) ctx.violations.push({ invariant: 'liveness', detail: `STOP at majority answered ${stopped.status}: ${stopped.body}` });
+    // The majority keeps gossiping the closed record for closedGraceMs before it exits: a heal
+    // inside that window lets the minority learn of it; a later one finds nobody to tell it.
+    if (!options.healWithinGrace) await ctx.expect('the majority to exit', async () => majority.every((n) => !env.cluster.running(n)));
+    const minorityGone = minority.filter((n) => !env.cluster.running(n));
+    if (minorityGone.length > 0) ctx.violations.push({ invariant: 'minority-advanced', detail: `minority ${names(minorityGone)} exited while cut off from the STOP` });
+    env.lab.heal();
+    await ctx.expect('every process to exit', async () => env.cluster.nodes.every((n) => !env.cluster.running(n)));
+  }, { converge: false });
+}
+
 // --- the frame every scenario runs in ------------------------------------------------------
 
 interface ScenarioContext {
@@ -228,14 +305,17 @@ interface ScenarioContext {
 
 let loads = 0;
 
-async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext) => Promise<void>): Promise<ScenarioReport> {
+async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext) => Promise<void>, options = { converge: true }): Promise<ScenarioReport> {
   const startedMs = performance.now();
   env.log(`== ${name}`);
   const view = await waitConverged(env);
   const load = new RequestLoad({
+    door: env.door,
     entries: () => reachable(env),
-    answerDeadlineMs: env.rankRequestTimeoutMs + 5000,
-    idPrefix: `${process.pid}-${++loads}`,
+    // Past the nodes' own deadline (then the request must have been reported failed), plus
+    // time to ask again after a heal.
+    finishDeadlineMs: env.ingressRequestTimeoutMs + 15_000,
+    keyPrefix: `chaos-${process.pid}-${++loads}`,
   });
   const violations: Violation[] = [];
   let faults = 0;
@@ -262,7 +342,7 @@ async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext
   await Bun.sleep(500);
   try {
     await body(ctx);
-    await waitConverged(env).catch((err: Error) => {
+    if (options.converge) await waitConverged(env).catch((err: Error) => {
       violations.push({ invariant: 'liveness', detail: `${name}: after the heal, ${err.message}` });
     });
   } catch (err) {
@@ -288,13 +368,70 @@ async function killAndRestart(env: ChaosEnv, name: string, choose: (view: ViewBo
     const victims = choose(ctx.view);
     const others = env.cluster.nodes.filter((n) => !victims.includes(n) && env.cluster.running(n));
     env.log(`kill -9: ${names(victims)}`);
-    for (const victim of victims) ctx.load.disturb(victim);
     await Promise.all(victims.map((v) => env.cluster.kill(v, 'SIGKILL')));
     ctx.fault(victims.length);
     await ctx.expect('the survivors to commit a view without the killed', () => viewsLack(env, others, victims));
     env.log(`restart: ${names(victims)}`);
     for (const victim of victims) env.cluster.spawn(victim);
   });
+}
+
+/** Issues a lifecycle command at `node` and waits for its answer (the node waits for the target state). */
+async function control(node: NsNode, command: 'pause' | 'unpause' | 'stop', timeoutMs: number): Promise<{ status: number; body: string }> {
+  try {
+    const res = await fetch(`${node.httpUrl}/v1/control/${command}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${chaosToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ timeoutMs }),
+      signal: AbortSignal.timeout(timeoutMs + 5000),
+    });
+    return { status: res.status, body: (await res.text()).slice(0, 300) };
+  } catch (err) {
+    return { status: 0, body: (err as Error).message };
+  }
+}
+
+async function lifecycleState(node: NsNode): Promise<string | null> {
+  try {
+    const res = await fetch(`${node.httpUrl}/v1/lifecycle`, { signal: AbortSignal.timeout(1000) });
+    return res.ok ? ((await res.json()) as { state: string }).state : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Polls the lifecycle state of `nodes` until stop(); returns every (node, state) seen. */
+function watchStates(env: ChaosEnv, nodes: readonly NsNode[]): { stop(): { node: string; state: string }[] } {
+  const seen = new Map<string, { node: string; state: string }>();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const states = await Promise.all(nodes.map((n) => (env.cluster.running(n) ? lifecycleState(n) : null)));
+      states.forEach((state, i) => state !== null && seen.set(`${nodes[i]!.name}/${state}`, { node: nodes[i]!.name, state }));
+      await Bun.sleep(100);
+    }
+  })();
+  return {
+    stop() {
+      running = false;
+      void loop;
+      return [...seen.values()];
+    },
+  };
+}
+
+function describeStates(states: readonly { node: string; state: string }[]): string {
+  return states.map((s) => `${s.node} ${s.state}`).join(', ');
+}
+
+/** Brings a paused (or pausing) mesh back to RUNNING everywhere. */
+async function unpauseAll(env: ChaosEnv, ctx: ScenarioContext): Promise<void> {
+  const nodes = reachable(env);
+  const states = await Promise.all(nodes.map(lifecycleState));
+  if (states.every((s) => s === 'RUNNING')) return;
+  const answer = await control(nodes[0]!, 'unpause', env.reactMs);
+  env.log(`   UNPAUSE answered ${answer.status}`);
+  await ctx.expect('every node to be RUNNING again', async () => (await Promise.all(nodes.map(lifecycleState))).every((s) => s === 'RUNNING'));
 }
 
 // --- helpers -------------------------------------------------------------------------------
