@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import pino from 'pino';
 import { loadConfig } from '../../node/config.ts';
 import { Runtime } from '../../node/runtime.ts';
-import { tempDir } from '../node/helpers.ts';
+import { tempDir, waitFor } from '../node/helpers.ts';
 import { inputsLike, type FuzzTarget, type Harness, type Outcome } from './targets.ts';
 
 export interface HttpInput {
@@ -58,6 +58,11 @@ async function openNode(): Promise<Harness<HttpInput>> {
   const runtime = new Runtime(loaded.config, pino({ level: 'silent' }));
   const node = await runtime.start();
   const url = node.httpUrl;
+  // Fuzz a settled node: its view formed and its rank serving, so nothing changes on its own.
+  await waitFor('the fuzz node to form its view and serve', async () => {
+    const rank = await fetch(`${url}/v1/rank`).then((r) => r.json() as Promise<{ serving?: boolean }>);
+    return rank.serving === true && runtime.driver.core.view() !== null;
+  }, 30_000);
   const routes = await routesOf(url);
   if (routes.length === 0) throw new Error('the node documents no route that takes a body');
   let skeletonTurn = 0;
@@ -73,7 +78,16 @@ async function openNode(): Promise<Harness<HttpInput>> {
     rank: await read('/v1/rank').then((r) => (r as { requests?: unknown; queueLength?: unknown }).requests ?? r),
     ingress: { ...runtime.ingress.counters },
   });
+  /** No accepted work still running: what an earlier input started must not land inside the next one's comparison. */
+  const settled = async (): Promise<boolean> => {
+    const c = runtime.ingress.counters;
+    const rank = (await read('/v1/rank')) as { queueLength?: number; requests?: { accepted: number; completed: number; failed: number; timedOut: number } };
+    const r = rank.requests;
+    return c.accepted === c.done + c.failed && rank.queueLength === 0 && (r === undefined || r.accepted === r.completed + r.failed + r.timedOut);
+  };
+
   return {
+    prepare: () => waitFor('the node to finish the work of earlier inputs', settled, ANSWER_MS_MAX),
     async feed(input): Promise<Outcome> {
       const route = routes[input.route % routes.length]!;
       let path = route.path;
@@ -84,6 +98,14 @@ async function openNode(): Promise<Harness<HttpInput>> {
         const value = allowed.length > 0 && input.route % 2 === 0 ? allowed[input.route % allowed.length]! : ENDING_COMMANDS.has(drawn) ? `${drawn}x` : drawn;
         path = path.replace(`{${p.name}}`, value);
       });
+      // Refusals by method and status, whichever route pattern answered ('..' in a path, say,
+      // leads to another route or none).
+      const counted = async (status: number): Promise<number> => {
+        const values = (await runtime.metrics.httpRequests.get()).values;
+        return values.filter((v) => v.labels.method === route.method.toUpperCase() && v.labels.status === String(status)).reduce((sum, v) => sum + v.value, 0);
+      };
+      const countsBefore = new Map<number, number>();
+      for (const status of [400, 404, 409, 413, 415, 422, 429]) countsBefore.set(status, await counted(status));
       // Every fourth input is the route's own skeleton, so bodies that fit reach the handlers.
       const body = skeletonTurn++ % 4 === 0 ? new TextEncoder().encode(JSON.stringify(route.skeleton)) : input.body;
       const res = await fetch(`${url}${path}`, {
@@ -105,7 +127,9 @@ async function openNode(): Promise<Harness<HttpInput>> {
       }
       const { code, message } = parsed.error ?? {};
       if (typeof code !== 'string' || typeof message !== 'string') throw new Error(`${route.method.toUpperCase()} ${path} answered ${res.status} without { error: { code, message } }`);
-      return { accepted: false, reason: `${route.method.toUpperCase()} ${route.path} ${res.status} ${code}` };
+      // The node's own metrics count every refusal by route and status.
+      const isCounted = countsBefore.has(res.status) && (await counted(res.status)) === countsBefore.get(res.status)! + 1;
+      return { accepted: false, reason: `${route.method.toUpperCase()} ${route.path} ${res.status} ${code}`, counted: isCounted };
     },
     state,
     async close() {
