@@ -29,7 +29,7 @@ const serving = (nodes: readonly ProcNode[]) => async () => (await Promise.all(n
 
 test('a fresh node learns the gossiped closed record and exits 0; --new-generation forms generation 2', async () => {
   // A long grace period: the members keep gossiping the closed record while the fresh node starts.
-  const env: Record<string, string> = { RANKMESH_CLOSED_GRACE_MS: '15000', RANKMESH_DATA_PLANE_ANNOUNCE_INTERVAL_MS: '200', RANKMESH_RANK_RETRY_MS: '200' };
+  const env: Record<string, string> = { RANKMESH_CLOSED_GRACE_MS: '8000', RANKMESH_DATA_PLANE_ANNOUNCE_INTERVAL_MS: '200', RANKMESH_RANK_RETRY_MS: '200' };
   cluster = await ProcCluster.start({ nodes: 3, env });
   await waitFor('3 ranks serving', serving(cluster.nodes), 60_000);
   const first = cluster.nodes[0]!;
