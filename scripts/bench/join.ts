@@ -114,7 +114,7 @@ async function measure(n: number, mode: Mode): Promise<Run> {
       const buckets: string[] = [];
       for (let t = steadyFrom; t < at + 3000; t += 1000) buckets.push(`${Math.round(t - warmFrom)}:${load.rate(healthy, t, t + 1000).toFixed(0)}`);
       log(`req/s per second, ms from the joiner's warm-up start: ${buckets.join(' ')}`);
-      for (const x of cluster.nodes) for (const r of x.logs) if (Number(r.time) > warmFrom - 3000 && Number(r.time) < at - 3000 && (r.msg === 'view committed' || r.component === 'rank' || r.level >= 40)) log(`${x.name} ${Number(r.time) - warmFrom} (from warm-up) ${r.msg}`);
+      for (const x of cluster.nodes) for (const r of x.logs) if (Number(r.time) > warmFrom - 3000 && Number(r.time) < at - 3000 && (r.msg === 'view committed' || r.component === 'rank' || Number(r.level) >= 40)) log(`${x.name} ${Number(r.time) - warmFrom} (from warm-up) ${r.msg}`);
       for (const x of cluster.nodes) for (const r of x.logs) if ((r.component === 'rank' || r.msg === 'view committed') && Math.abs(Number(r.time) - at) < 3000) log(`${x.name} ${Number(r.time) - at} ${r.msg}`);
     }
     log(`N=${n} ${mode}: steady ${steadyRps.toFixed(1)} req/s, during warm-up ${warmRps.toFixed(1)} req/s over ${Math.round(warmTo - warmFrom)} ms, longest stall ${stallMs.toFixed(0)} ms, barrier round ${roundMs.toFixed(1)} ms, ${load.retries} retries`);
