@@ -42,10 +42,11 @@ export const DEMAND_MESSAGE_BYTES_MAX = 1000;
 export const DEMAND_WIRE_VERSION = 1;
 /**
  * A rank starts a rebalance round when some pipeline's share of ranks is this many points
- * from its share of remaining work (and the planner would move a rank): half of rlix's
- * 10-point threshold, so that drift while a round runs still leaves the gap within 10.
+ * from its share of remaining work and the planner would move a rank: a quarter of rlix's
+ * 10-point threshold, so that the work done while a round runs (the plan lands on demand a
+ * round old) still leaves the gap within 10. A gap only rounding causes starts nothing.
  */
-export const REBALANCE_TRIGGER_POINTS = REBALANCE_POINTS / 2;
+export const REBALANCE_TRIGGER_POINTS = REBALANCE_POINTS / 4;
 
 const ID_PATTERN = /^[A-Za-z0-9._-]{1,40}$/;
 const PIPELINE_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;

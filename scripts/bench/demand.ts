@@ -45,6 +45,8 @@ interface Row {
   firstRankMs: number[];
   /** The client's POST round trip. */
   roundTripMs: number[];
+  /** One barrier round, measured before each trial of this scenario. */
+  baselineMs: number[];
   /** Sampled every work tick: the transient after a completion, until the next round, included. */
   gapAll: number[];
   /** At each plan round after the first, pipelines at their one-rank floor by construction left out. */
@@ -61,23 +63,33 @@ const rows: Row[] = [];
 let baselineMs: number[] = [];
 try {
   await until('a full view and a first plan round on every node', () => mesh.nodes.every((n) => mesh.view(n)?.ranks.every((h) => h !== null) && n.runtime.demand.plans.current() !== null), 180_000);
-  baselineMs = await barrierRounds(mesh.nodes, 10);
-  process.stderr.write(`  one barrier round over ${ranks} ranks: p50 ${median(baselineMs).toFixed(1)} ms\n`);
+  // The baseline is taken before every trial, so it sees the same load as the trial after it.
+  let barrierSeq = 0;
+  const baseline = async (row: Row): Promise<void> => {
+    const times = await barrierRounds(mesh.nodes, barrierSeq, 5);
+    barrierSeq += 5;
+    baselineMs.push(...times);
+    row.baselineMs.push(...times);
+    process.stderr.write(`  one barrier round over ${ranks} ranks: p50 ${median(times).toFixed(1)} ms\n`);
+  };
   for (let i = 0; i < scenarios.length; i++) {
     const s = scenarios[i]!;
-    const row: Row = { scenario: s.name, firstRankMs: [], roundTripMs: [], gapAll: [], gapJudged: [], overtaken: 0, rounds: 0, seconds: 0 };
+    const row: Row = { scenario: s.name, firstRankMs: [], roundTripMs: [], baselineMs: [], gapAll: [], gapJudged: [], overtaken: 0, rounds: 0, seconds: 0 };
     rows.push(row);
-    for (let t = 0; t < trials; t++) await runScenario(row, s.demand.map((steps, k) => ({ name: `s${i}t${t}p${k}`, steps })));
+    for (let t = 0; t < trials; t++) {
+      await baseline(row);
+      await runScenario(row, s.demand.map((steps, k) => ({ name: `s${i}t${t}p${k}`, steps })));
+    }
   }
 } finally {
   await mesh.stop();
 }
 
 console.log(`\ndemand on ${ranks} in-process ranks; baseline: one barrier round p50 ${median(baselineMs).toFixed(1)} ms`);
-console.log('| scenario | time to first rank p50 / max (ms) | × one barrier round (p50) | POST round trip p50 (ms) | gap at plan rounds p50 / max (points) | rounds overtaken by a completion | gap sampled p50 / max (points) | samples within 10 points | plan rounds | run (s) |');
+console.log('| scenario | time to first rank p50 / max (ms) | × one barrier round (p50 of this scenario\'s baselines) | POST round trip p50 (ms) | gap at plan rounds p50 / max (points) | rounds overtaken by a completion | gap sampled p50 / max (points) | samples within 10 points | plan rounds | run (s) |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
-  const ratio = median(r.firstRankMs) / median(baselineMs);
+  const ratio = median(r.firstRankMs) / median(r.baselineMs);
   console.log(
     `| ${r.scenario} | ${median(r.firstRankMs).toFixed(1)} / ${Math.max(...r.firstRankMs).toFixed(1)} | ${ratio.toFixed(1)} | ${median(r.roundTripMs).toFixed(0)} | ${median(r.gapJudged).toFixed(1)} / ${Math.max(...r.gapJudged).toFixed(1)} | ${r.overtaken} | ${median(r.gapAll).toFixed(1)} / ${Math.max(...r.gapAll).toFixed(1)} | ${((100 * r.gapAll.filter((g) => g <= targetPoints).length) / r.gapAll.length).toFixed(0)} % | ${r.rounds} | ${r.seconds.toFixed(1)} |`,
   );
@@ -166,10 +178,10 @@ function judgedGap(rankList: number[], demand: { pipeline: string; remaining: nu
   return worst;
 }
 
-/** Times `count` barrier rounds: every rank arrives at once; done when every node completed it. */
-async function barrierRounds(nodes: readonly InprocNode[], count: number): Promise<number[]> {
+/** Times `count` barrier rounds (seqs after `from`): every rank arrives at once; done when every node completed it. */
+async function barrierRounds(nodes: readonly InprocNode[], from: number, count: number): Promise<number[]> {
   const out: number[] = [];
-  for (let i = 1; i <= count; i++) {
+  for (let i = from + 1; i <= from + count; i++) {
     let completed = 0;
     const done = new Promise<void>((resolve) => {
       for (const n of nodes) {
