@@ -664,13 +664,16 @@ export class RawNode {
     const body = msg.body;
     switch (body.type) {
       case 'hb': {
-        if (body.digest !== this.currentDigest) this.reject('heartbeat with another view of this epoch');
-        else {
-          // Same view, so the sender's role is known exactly: a claim it does not hold is forged.
-          const forged = heartbeatForgery(view, from, body);
-          if (forged) return this.reject(forged);
-          if (body.lc && body.role === 'member') this.heardLifecycle(from, view, body.lc);
+        if (body.digest !== this.currentDigest) {
+          // No honest node holds another view of this epoch: its process is up, but nothing it
+          // says about its role, readiness or other peers can be checked against ours.
+          this.reject('heartbeat with another view of this epoch');
+          return this.membership.touch(from, body.bootId, this.now, msg.generation, msg.epoch);
         }
+        // Same view, so the sender's role is known exactly: a claim it does not hold is forged.
+        const forged = heartbeatForgery(view, from, body);
+        if (forged) return this.reject(forged);
+        if (body.lc && body.role === 'member') this.heardLifecycle(from, view, body.lc);
         return this.membership.heard(from, this.now, msg.generation, msg.epoch, body, body.bootId);
       }
       case 'arrive': {

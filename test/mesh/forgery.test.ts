@@ -117,6 +117,14 @@ describe('forged messages change nothing', () => {
     expect(node.members().map((m) => m.peerId)).toEqual(['b', 's']);
   });
 
+  test('a heartbeat with another view of this epoch proves the sender is up and nothing more', () => {
+    const node = nodeAs('a', 0);
+    node.step('x', envelope(heartbeat({ bootId: 'b-x', role: 'member', rememberedRank: 1, digest: 999, closeRequested: true, ready: true })));
+    expect(node.counters.rejected['heartbeat with another view of this epoch']).toBe(1);
+    // Heard (alive), but its claims are not taken: not a member, not ready.
+    expect(node.members()).toEqual([{ peerId: 'x', bootId: 'b-x', role: 'forming', liveness: 'alive', ready: false, lastHeardTick: 0 }]);
+  });
+
   test("a restarted rank's new incarnation cannot set the lifecycle its old incarnation's rank would", () => {
     // The spare follows the lowest-ranked member's lifecycle; a's new process is not that member.
     const spare = nodeAs('s', -1);
