@@ -178,10 +178,7 @@ const coreMessage = fc.record({
   body: coreBody,
 });
 
-/**
- * Refusals that by design still record what the sender said about itself (it is up; a peer
- * of the same epoch with another view digest is typically forming) and nothing else.
- */
+/** Refusals that by design still record that the sender's process is up, and nothing else. */
 const LIVENESS_ONLY = new Set(['stale message', 'future message', 'heartbeat with another view of this epoch']);
 
 function coreHarness(): Harness {

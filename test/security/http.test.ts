@@ -2,6 +2,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import pino from 'pino';
 import { createApp } from '../../node/api/app.ts';
+import { loadConfig } from '../../node/config.ts';
+import { Runtime } from '../../node/runtime.ts';
 import { TokenBuckets } from '../../node/api/limits.ts';
 import { openStorage, type Storage } from '../../node/storage/database.ts';
 import { tempDir } from '../node/helpers.ts';
@@ -132,4 +134,28 @@ describe('TokenBuckets', () => {
     expect(buckets.take('a', 600)).toBe(0);
     expect(() => new TokenBuckets(0, 1)).toThrow(RangeError);
   });
+});
+
+describe('a running node', () => {
+  test('takes its limits from its settings', async () => {
+    const dir = tempDir();
+    const loaded = loadConfig({
+      argv: ['--data-dir', dir.path, '--http-addr', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--token', token, '--log-level', 'silent', '--http-body-bytes-max', '64', '--http-mutation-burst', '2', '--http-mutations-per-second', '0.01'],
+    });
+    if (loaded.kind !== 'config') throw new Error('config printed help');
+    const runtime = new Runtime(loaded.config, pino({ level: 'silent' }));
+    try {
+      const { httpUrl } = await runtime.start();
+      const post = (body: string) => fetch(`${httpUrl}/v1/rank/infer`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
+      expect((await post(JSON.stringify({ input: Array.from({ length: 40 }, (_, i) => i) }))).status).toBe(413);
+      expect((await post('{}')).status).toBe(400);
+      const limited = await post('{}');
+      expect(limited.status).toBe(429);
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(runtime.transport.guardStatus()).toEqual({ invalid: {}, fromBlocked: 0, blocks: 0, blocked: [] });
+    } finally {
+      await runtime.stop();
+      dir.remove();
+    }
+  }, 30_000);
 });
