@@ -12,6 +12,7 @@ import { type View, firstView, viewDigest } from '../../mesh/view.ts';
 import { BALLOT_RANK_SPAN, decode as decodeCore, encode as encodeCore, WIRE_VERSION } from '../../mesh/wire.ts';
 import { challengeSchema, helloSchema, HandshakeProtocolError, parseJson, proofSchema, resultSchema } from '../../ffi/comm/cpu/handshake.ts';
 import { decodeForwardBatch, decodeForwardReplies, encodeForwardBatch, encodeForwardReplies, forwardRequestJson } from '../../node/ingress/wire.ts';
+import { GossipProbe } from '../../node/p2p/gossip-probe.ts';
 import { decodePeers, encodePeers } from '../../node/p2p/peer-exchange.ts';
 import { channelValidators, PeerGuard } from '../../node/p2p/peer-guard.ts';
 import { DataPlaneDirectory } from '../../node/rank/directory.ts';
@@ -266,6 +267,30 @@ const claim = fc.record({
   build: fc.option(fc.record({ generation: fc.nat(3), epoch: fc.nat(3), attempt: fc.nat(3) }), { nil: null }),
 });
 
+// ---- the gossip probe (a diagnostic channel) ----
+
+const probeIds = ['p1.1', 'p1.2', 'q.7'];
+
+/**
+ * The probe keeps no count of what it refuses, so a refusal is what leaves no receipt: for
+ * this target the property says no input throws, and no input touches another probe's receipt.
+ */
+function probeHarness(): Harness {
+  let deliver: ((from: string, bytes: Uint8Array) => void) | undefined;
+  const probe = new GossipProbe({ subscribe: (_c, handler) => ((deliver = handler), () => (deliver = undefined)), publish: async () => ({ recipients: 0 }) }, 'self', pino({ level: 'silent' }));
+  probe.start();
+  const receipts = () => probeIds.map((id) => probe.receipt(id)?.sentAtMs ?? null);
+  return {
+    feed(bytes) {
+      const before = JSON.stringify(receipts());
+      deliver?.('p', bytes);
+      return JSON.stringify(receipts()) !== before ? { accepted: true } : { accepted: false, reason: 'no receipt' };
+    },
+    state: receipts,
+    close: () => probe.stop(),
+  };
+}
+
 // ---- the peer guard's gossip validators (what gossipsub asks before delivering) ----
 
 function guardHarness(channel: string): Harness {
@@ -335,6 +360,7 @@ export const decoderTargets: FuzzTarget[] = [
   pureDecoder('data-plane handshake challenge', inputsLike(fc.record({ nonce: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(challengeSchema, bytes))),
   pureDecoder('data-plane handshake proof', inputsLike(fc.record({ proof: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(proofSchema, bytes))),
   pureDecoder('data-plane handshake result', inputsLike(fc.oneof(fc.record({ ok: fc.constant(true), proof: hex64 }), fc.record({ ok: fc.constant(false), code: fc.constantFrom('auth', 'busy'), reason: fc.string({ maxLength: 20 }) }))), (bytes) => refusing(HandshakeProtocolError, () => parseJson(resultSchema, bytes))),
+  { name: 'gossip probe', input: inputsLike(fc.record({ id: fc.constantFrom(...probeIds), sentAtMs: fc.double({ min: 0, max: 2e12, noNaN: true }) })), open: probeHarness },
   ...Object.keys(channelValidators).map((channel) => ({
     name: `gossip validator '${channel}' → peer guard`,
     input: channel === 'core' ? inputsLike(coreMessage) : fc.oneof(inputsLike(demandRecord.map((r) => JSON.parse(text(encodeDemandMessage({ type: 'record', meshId, record: r }))) as unknown)), fc.uint8Array({ maxLength: 200 })),
