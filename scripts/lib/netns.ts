@@ -1,7 +1,8 @@
 // A private network of Linux network namespaces for real-process fault injection: one bridge,
 // one namespace per host joined to it by a veth pair, addresses in a private /24 that no other
 // run on this machine uses. Faults are what a real network does: a link taken down, blackhole
-// routes (two-way cuts, or one-way when only one side has them), random loss from nftables
+// routes (two-way cuts, or one-way when only one side has them; a send fails at once), silent
+// cuts from nftables drops (a send times out), random loss from nftables
 // (`numgen random mod 100 < P drop`) and a link that flaps. Everything is created by the lab
 // and removed by it — on destroy(), on process exit, and by the stale clean-up of the next run
 // (objects are named `rmx-<pid>-…`, so a run whose pid is gone is known to be dead).
@@ -56,6 +57,8 @@ export class NetnsLab {
   /** Blackhole routes in place, as `from>to` host indexes, so heal() can remove them. */
   private readonly blackholes = new Set<string>();
   private readonly lossy = new Set<number>();
+  /** Silent one-way cuts: for each host, the hosts whose packets it drops on the way out. */
+  private readonly silent = new Map<number, Set<number>>();
   private readonly downed = new Set<number>();
   private readonly onExit = (): void => this.destroy();
 
@@ -114,12 +117,28 @@ export class NetnsLab {
     this.blackholes.delete(key);
   }
 
-  /** Two-way cut between every host of `a` and every host of `b`. */
-  split(a: readonly number[], b: readonly number[]): void {
+  /**
+   * One-way cut that fails silently: packets from `from` to `to` are dropped by nftables, so
+   * connections time out instead of failing at once as they do on a blackhole route (EINVAL).
+   */
+  dropPath(from: number, to: number): void {
+    const targets = this.silent.get(from) ?? new Set<number>();
+    if (targets.has(to)) return;
+    targets.add(to);
+    this.silent.set(from, targets);
+    this.writeSilentCuts(from);
+  }
+
+  /**
+   * Two-way cut between every host of `a` and every host of `b`: blackhole routes (a send
+   * fails at once) or, with `silent`, dropped packets (a send times out).
+   */
+  split(a: readonly number[], b: readonly number[], options: { silent?: boolean } = {}): void {
+    const cut = (from: number, to: number): void => (options.silent === true ? this.dropPath(from, to) : this.blockPath(from, to));
     for (const x of a) {
       for (const y of b) {
-        this.blockPath(x, y);
-        this.blockPath(y, x);
+        cut(x, y);
+        cut(y, x);
       }
     }
   }
@@ -175,11 +194,16 @@ export class NetnsLab {
     }
     for (const index of [...this.lossy]) this.clearLoss(index);
     for (const index of [...this.downed]) this.linkUp(index);
+    for (const index of [...this.silent.keys()]) {
+      this.silent.delete(index);
+      this.writeSilentCuts(index);
+    }
   }
 
   /** Faults in place now, for logs and reports. */
-  faults(): { blackholes: string[]; lossy: number[]; downed: number[] } {
-    return { blackholes: [...this.blackholes], lossy: [...this.lossy], downed: [...this.downed] };
+  faults(): { blackholes: string[]; silent: string[]; lossy: number[]; downed: number[] } {
+    const silent = [...this.silent].flatMap(([from, to]) => [...to].map((t) => `${from}>${t}`));
+    return { blackholes: [...this.blackholes], silent, lossy: [...this.lossy], downed: [...this.downed] };
   }
 
   /** Removes the namespaces (ending whatever still runs in them) and the bridge. Idempotent. */
@@ -188,6 +212,24 @@ export class NetnsLab {
     this.destroyed = true;
     process.off('exit', this.onExit);
     removeLab(this.prefix);
+  }
+
+  /** Rewrites host `index`'s table of silent cuts from `silent` (removing it when empty). */
+  private writeSilentCuts(index: number): void {
+    const targets = [...(this.silent.get(index) ?? [])].map((t) => this.host(t).address);
+    // Declaring the table first makes the delete valid whether or not it existed.
+    const lines = ['table inet rmx_cut', 'delete table inet rmx_cut'];
+    if (targets.length > 0) {
+      lines.push(
+        'table inet rmx_cut {',
+        '  chain out {',
+        '    type filter hook output priority 0; policy accept;',
+        `    ip daddr { ${targets.join(', ')} } drop`,
+        '  }',
+        '}',
+      );
+    }
+    must(this.command(index, ['nft', '-f', '-']), lines.join('\n'));
   }
 
   private host(index: number): LabHost {

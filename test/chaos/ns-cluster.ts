@@ -93,6 +93,8 @@ export interface NsClusterOptions {
   worldSize: number;
   /** Extra RANKMESH_* settings for every node. */
   env?: Record<string, string>;
+  /** Arguments for bun before the script, per node (e.g. `--inspect=ADDRESS:9229/x` to debug one). */
+  bunArgs?: (node: { index: number; address: string }) => string[];
 }
 
 export class NsCluster {
@@ -156,7 +158,8 @@ export class NsCluster {
     };
     node.incarnations += 1;
     const incarnation = node.incarnations;
-    const child = Bun.spawn(this.options.lab.command(node.index, [process.execPath, mainPath]), {
+    const bunArgs = this.options.bunArgs?.({ index: node.index, address: node.address }) ?? [];
+    const child = Bun.spawn(this.options.lab.command(node.index, [process.execPath, ...bunArgs, mainPath]), {
       env,
       stdin: 'pipe',
       stdout: 'pipe',

@@ -61,6 +61,11 @@ export const scenarios = {
 
 export type ScenarioName = keyof typeof scenarios;
 
+/** The mesh did not settle on one full view in time (a liveness failure, not a harness bug). */
+export class NoConvergenceError extends Error {
+  override readonly name = 'NoConvergenceError';
+}
+
 /** Waits until every running, reachable node holds the same view, full and naming them all. */
 export async function waitConverged(env: ChaosEnv, timeoutMs = env.reactMs): Promise<ViewBody> {
   const { cluster } = env;
@@ -78,7 +83,7 @@ export async function waitConverged(env: ChaosEnv, timeoutMs = env.reactMs): Pro
     }
     last = views.map((v, i) => `${nodes[i]!.name}=${v === null || v === undefined ? '-' : `${v.generation}/${v.epoch}:${v.mask}+${v.spares.length}`}`).join(' ');
     last += nodes.filter((_, i) => views[i] === null).map((n) => `\n${n.name} serves no view; its last lines: ${n.logs.slice(-6).map((r) => r.msg).join(' | ')}`).join('');
-    if (performance.now() > deadline) throw new Error(`no convergence within ${timeoutMs} ms: ${last}${deadNodes(env)}`);
+    if (performance.now() > deadline) throw new NoConvergenceError(`no convergence within ${timeoutMs} ms: ${last}${deadNodes(env)}`);
     await Bun.sleep(100);
   }
 }
@@ -346,7 +351,8 @@ async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext
       violations.push({ invariant: 'liveness', detail: `${name}: after the heal, ${err.message}` });
     });
   } catch (err) {
-    if (!(err instanceof ScenarioAbort)) throw err;
+    if (err instanceof NoConvergenceError) violations.push({ invariant: 'liveness', detail: `${name}: ${err.message}` });
+    else if (!(err instanceof ScenarioAbort)) throw err;
   } finally {
     env.lab.heal();
     for (const node of env.cluster.nodes) markCut(env, node, false);
