@@ -12,7 +12,11 @@ import { type View, firstView, viewDigest } from '../../mesh/view.ts';
 import { BALLOT_RANK_SPAN, decode as decodeCore, encode as encodeCore, WIRE_VERSION } from '../../mesh/wire.ts';
 import { challengeSchema, helloSchema, HandshakeProtocolError, parseJson, proofSchema, resultSchema } from '../../ffi/comm/cpu/handshake.ts';
 import { decodeForwardBatch, decodeForwardReplies, encodeForwardBatch, encodeForwardReplies, forwardRequestJson } from '../../node/ingress/wire.ts';
+import { EventEmitter } from 'node:events';
+import { DemandService, type DemandDriver, type DemandTransport } from '../../node/demand/service.ts';
 import { GossipProbe } from '../../node/p2p/gossip-probe.ts';
+import { openStorage } from '../../node/storage/database.ts';
+import { tempDir } from '../node/helpers.ts';
 import { decodePeers, encodePeers } from '../../node/p2p/peer-exchange.ts';
 import { channelValidators, PeerGuard } from '../../node/p2p/peer-guard.ts';
 import { DataPlaneDirectory } from '../../node/rank/directory.ts';
@@ -128,6 +132,14 @@ const peerName = fc.constantFrom('a', 'b', 'c', 's', 'x');
 const bootName = fc.constantFrom('b-a', 'b-b', 'b-c', 'b-s', 'b-x', 'b-b2');
 const incarnation = fc.record({ peerId: peerName, bootId: bootName });
 const commandId = fc.stringMatching(/^[A-Za-z0-9._:+=-]{1,12}$/);
+const demandRecord = fc.record({
+  id: fc.stringMatching(/^[A-Za-z0-9._-]{1,12}$/),
+  pipeline: fc.constantFrom('chat', 'rl.rollout'),
+  steps: fc.integer({ min: 1, max: 100 }),
+  priority: fc.nat(10),
+  done: fc.dictionary(fc.stringMatching(/^[a-z0-9]{1,8}$/), fc.nat(50), { maxKeys: 2 }),
+  closed: fc.boolean(),
+});
 
 // ---- the core protocol (mesh/wire.ts into a RawNode) ----
 
@@ -215,9 +227,9 @@ function coreHarness(): Harness {
   };
 }
 
-function freshCore(): RawNode {
-  const restored: PersistentState = { meshId, generation: 1, view: coreView, rememberedRank: 0, acceptor: null, form: null, lifecycle: { generation: 1, state: 'RUNNING', version: 0 } };
-  const core = new RawNode({ meshId, worldSize: 3, self: 'a', bootId: 'b-a', seed: 1 }, restored);
+function freshCore(self = 'a'): RawNode {
+  const restored: PersistentState = { meshId, generation: 1, view: coreView, rememberedRank: coreView.ranks.findIndex((h) => h?.peerId === self), acceptor: null, form: null, lifecycle: { generation: 1, state: 'RUNNING', version: 0 } };
+  const core = new RawNode({ meshId, worldSize: 3, self, bootId: `b-${self}`, seed: 1 }, restored);
   core.ready();
   core.advance();
   return core;
@@ -265,6 +277,80 @@ const claim = fc.record({
   port: fc.integer({ min: 1, max: 65535 }),
   seq: fc.nat(10),
   build: fc.option(fc.record({ generation: fc.nat(3), epoch: fc.nat(3), attempt: fc.nat(3) }), { nil: null }),
+});
+
+// ---- the demand service (gossiped records and summaries, and pull answers) ----
+
+/**
+ * A demand service over a real SQLite store, as a spare of the core's view (it arrives at no
+ * plan round). Its transport is in-process: gossip is delivered by hand, and a pull is
+ * answered with `pullAnswer` (or fails when that is null).
+ */
+async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
+  const dir = tempDir('rankmesh-fuzz-demand-');
+  const storage = openStorage(dir.path);
+  let deliver: ((from: string, bytes: Uint8Array) => void) | undefined;
+  let pullAnswer: Uint8Array | null = null;
+  let pullDone: Promise<unknown> = Promise.resolve();
+  const transport: DemandTransport = {
+    subscribe: (_channel, handler) => ((deliver = handler), () => (deliver = undefined)),
+    publish: async () => ({ recipients: 0 }),
+    handle: async () => undefined,
+    request: async () => {
+      const answer = pullAnswer;
+      const result = answer === null ? { ok: false as const, error: 'unreachable' as const, message: 'no peer' } : { ok: true as const, bytes: answer };
+      pullDone = Promise.resolve(result);
+      return result;
+    },
+  };
+  const events = new EventEmitter();
+  const core = freshCore('s');
+  const driver = {
+    core,
+    on: (name: string, listener: (...args: unknown[]) => void) => events.on(name, listener),
+    off: (name: string, listener: (...args: unknown[]) => void) => events.off(name, listener),
+    arrive: () => {
+      throw new Error('a spare arrives at no plan round');
+    },
+  } as unknown as DemandDriver;
+  const service = new DemandService({ meshId, peerId: 'self-peer-id', db: storage.db, transport, driver, log: pino({ level: 'silent' }), pollMs: 3_600_000, roundIntervalMs: 3_600_000, syncIntervalMs: 0, requestTimeoutMs: 1000 });
+  await service.start();
+  const rejectedTotal = () => Object.values(service.counters.rejected).reduce((a, b) => a + b, 0);
+  const summary = (digest: string) => encodeDemandMessage({ type: 'summary', meshId, digest, records: 1, plan: null });
+  let peers = 0;
+  return {
+    async feed(bytes) {
+      const before = { ...service.counters.rejected };
+      const total = rejectedTotal();
+      if (via === 'gossip') {
+        pullAnswer = null;
+        deliver?.('p', bytes);
+      } else {
+        // A summary whose digest differs makes the service pull from its sender (a new peer
+        // each time: one pull per peer per sync interval); the answer is the input.
+        pullAnswer = bytes;
+        deliver?.(`peer-${++peers}`, summary('ffff'));
+      }
+      // The pull's continuation runs once its request resolves: one turn of the event loop.
+      await pullDone;
+      await new Promise((resolve) => setImmediate(resolve));
+      if (rejectedTotal() === total) return { accepted: true };
+      const reason = Object.keys(service.counters.rejected).find((k) => service.counters.rejected[k] !== before[k]) ?? 'rejected';
+      return { accepted: false, reason, counted: true };
+    },
+    state: () => ({ records: service.records(), digest: service.digest(), plan: service.plans.current() }),
+    close() {
+      service.stop();
+      storage.close();
+      dir.remove();
+    },
+  };
+}
+
+const demandRecordMessage = (r: unknown) => JSON.parse(text(encodeDemandMessage({ type: 'record', meshId, record: r as never }))) as unknown;
+const pullAnswer = fc.record({
+  records: fc.array(demandRecord, { maxLength: 3 }),
+  plan: fc.option(fc.record({ generation: fc.nat(2), epoch: fc.nat(3), seq: fc.integer({ min: 1, max: 3 }), assignment: fc.array(fc.tuple(fc.nat(3), fc.option(fc.constantFrom('chat', 'default'), { nil: null })), { maxLength: 4 }), demand: fc.array(fc.record({ pipeline: fc.constantFrom('chat'), remaining: fc.nat(9), priority: fc.nat(3) }), { maxLength: 2 }) }), { nil: null }),
 });
 
 // ---- the gossip probe (a diagnostic channel) ----
@@ -328,14 +414,6 @@ const joinStateInput = fc.oneof(
   }),
 );
 
-const demandRecord = fc.record({
-  id: fc.stringMatching(/^[A-Za-z0-9._-]{1,12}$/),
-  pipeline: fc.constantFrom('chat', 'rl.rollout'),
-  steps: fc.integer({ min: 1, max: 100 }),
-  priority: fc.nat(10),
-  done: fc.dictionary(fc.stringMatching(/^[a-z0-9]{1,8}$/), fc.nat(50), { maxKeys: 2 }),
-  closed: fc.boolean(),
-});
 
 /** Every decoder that takes bytes from another node, the peer guard's validators included. */
 export const decoderTargets: FuzzTarget[] = [
@@ -360,6 +438,8 @@ export const decoderTargets: FuzzTarget[] = [
   pureDecoder('data-plane handshake challenge', inputsLike(fc.record({ nonce: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(challengeSchema, bytes))),
   pureDecoder('data-plane handshake proof', inputsLike(fc.record({ proof: hex64 })), (bytes) => refusing(HandshakeProtocolError, () => parseJson(proofSchema, bytes))),
   pureDecoder('data-plane handshake result', inputsLike(fc.oneof(fc.record({ ok: fc.constant(true), proof: hex64 }), fc.record({ ok: fc.constant(false), code: fc.constantFrom('auth', 'busy'), reason: fc.string({ maxLength: 20 }) }))), (bytes) => refusing(HandshakeProtocolError, () => parseJson(resultSchema, bytes))),
+  { name: 'demand gossip → demand service', input: inputsLike(fc.oneof(demandRecord.map(demandRecordMessage), fc.constant(JSON.parse(text(encodeDemandMessage({ type: 'summary', meshId, digest: 'abcd', records: 2, plan: { generation: 1, epoch: 1, seq: 1 } }))) as unknown))), open: () => demandHarness('gossip') },
+  { name: 'demand pull answer → demand service', input: inputsLike(pullAnswer), open: () => demandHarness('pull') },
   { name: 'gossip probe', input: inputsLike(fc.record({ id: fc.constantFrom(...probeIds), sentAtMs: fc.double({ min: 0, max: 2e12, noNaN: true }) })), open: probeHarness },
   ...Object.keys(channelValidators).map((channel) => ({
     name: `gossip validator '${channel}' → peer guard`,
