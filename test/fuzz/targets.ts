@@ -74,7 +74,8 @@ export function inputsLike(valid: fc.Arbitrary<unknown>, encode: (value: unknown
       }
       const paths = pathsOf(copy);
       const path = paths[pick % paths.length]!;
-      return encode(edit(copy, path, op, junk));
+      // Removing the root leaves nothing: encode null, which every encoder can take.
+      return encode(edit(copy, path, op, junk) ?? null);
     }),
   );
 }
