@@ -313,7 +313,17 @@ let loads = 0;
 async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext) => Promise<void>, options = { converge: true }): Promise<ScenarioReport> {
   const startedMs = performance.now();
   env.log(`== ${name}`);
-  const view = await waitConverged(env);
+  let view: ViewBody;
+  try {
+    view = await waitConverged(env);
+  } catch (err) {
+    if (!(err instanceof NoConvergenceError)) throw err;
+    // A mesh that never settled cannot host the scenario: report that, inject nothing.
+    const violations: Violation[] = [{ invariant: 'liveness', detail: `${name}: not started, the mesh had not settled: ${err.message}` }];
+    const requests: LoadSummary = { sent: 0, refused: 0, accepted: 0, completed: 0, failed: 0, lost: 0, wrong: 0, redispatched: 0 };
+    env.log(`   VIOLATION liveness: ${violations[0]!.detail}`);
+    return { name, faults: 0, durationMs: Math.round(performance.now() - startedMs), requests, violations };
+  }
   const load = new RequestLoad({
     door: env.door,
     entries: () => reachable(env),
