@@ -416,7 +416,7 @@ export class RankHost {
     // incarnation): that communicator stays valid, so this rank keeps serving on it while the
     // new ring connects, and switches once the new one is up — the ranks stall for the switch
     // and the join step, not for the ring's connection.
-    const keep = current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && this.warmed && current.members.every((m) => target.members.some((t) => t.meshRank === m.meshRank && sameIncarnation(t.holder, m.holder))) ? current : null;
+    const keep = current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && grows(current.members, target.members) ? current : null;
     if (current !== null && keep === null) {
       const reason = target === null ? 'this node lost its rank' : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
       await this.retire(current, reason);
@@ -643,6 +643,11 @@ function sameEpoch(a: { generation: number; epoch: number }, b: { generation: nu
 
 function sameMembers(a: readonly Member[], b: readonly Member[]): boolean {
   return a.length === b.length && a.every((m, i) => m.meshRank === b[i]!.meshRank && sameIncarnation(m.holder, b[i]!.holder));
+}
+
+/** Whether every member of `from` keeps its rank, with the same incarnation, in `to`. */
+function grows(from: readonly Member[], to: readonly Member[]): boolean {
+  return from.every((m) => to.some((t) => t.meshRank === m.meshRank && sameIncarnation(t.holder, m.holder)));
 }
 
 function closeQuietly(comm: CpuCommunicator, reason: string): void {
