@@ -10,7 +10,7 @@ import { NetnsLab, netnsUnavailableReason, nftUnavailableReason } from './lib/ne
 import { exitViolations, type Violation } from '../test/chaos/accounting.ts';
 import type { LoadDoor } from '../test/chaos/load.ts';
 import { chaosNodeSettings, NsCluster } from '../test/chaos/ns-cluster.ts';
-import { type ChaosEnv, type ScenarioName, type ScenarioReport, scenarios, seededRandom, stopDuringPartition, waitConverged } from '../test/chaos/scenarios.ts';
+import { type ChaosEnv, NoConvergenceError, type ScenarioName, type ScenarioReport, scenarios, seededRandom, stopDuringPartition, waitConverged } from '../test/chaos/scenarios.ts';
 
 const options = new Command('chaos')
   .description('Runs the real-process partition suite in network namespaces and prints its table')
@@ -77,7 +77,7 @@ try {
     const name = queue.shift() ?? names[Math.floor(random() * names.length)]!;
     reports.push(await scenarios[name](env));
     // A mesh that did not come back cannot host the next scenario fairly: end here.
-    if (reports.at(-1)!.violations.some((v) => v.invariant === 'liveness')) {
+    if (reports.at(-1)!.violations.some((v) => v.invariant === 'liveness') && !(await settles(env))) {
       print(`chaos: the mesh did not recover; ending the run early (not run: ${queue.join(', ') || 'nothing'}, STOP during a partition)`);
       recovered = false;
       break;
@@ -122,6 +122,17 @@ function printTable(list: readonly ScenarioReport[], exitProblems: readonly Viol
   for (const r of list) for (const v of r.violations) print(`violation in "${r.name}": ${v.invariant}: ${v.detail}`);
   for (const v of exitProblems) print(`violation at exit: ${v.invariant}: ${v.detail}`);
   print(`chaos: ${total.runs} scenario runs, ${total.faults} faults, ${total.accepted} requests accepted, ${total.completed} completed, ${total.lost} lost, ${total.violations} invariant violations (seed ${options.seed})`);
+}
+
+/** Whether the mesh settles on one full view again (after a scenario that missed a deadline). */
+async function settles(chaos: ChaosEnv): Promise<boolean> {
+  try {
+    await waitConverged(chaos);
+    return true;
+  } catch (err) {
+    if (err instanceof NoConvergenceError) return false;
+    throw err;
+  }
 }
 
 function shuffle<T>(items: readonly T[]): T[] {
