@@ -67,7 +67,8 @@ describe('runJoinStep', () => {
   test('a joiner running another model refuses the state and keeps its own', async () => {
     const cs = await comms([0, 1]);
     const engines = [engineAt(9, [0, 1, 0, 1, 0, 1, 0, 1]), engineAt(0, [1, 1, 1, 1, 1, 1, 1, 1], 2)];
-    const [source, joiner] = await Promise.allSettled(cs.map((comm, i) => runJoinStep({ comm, engine: engines[i]!, hasState: i === 0, generation: 1, epoch: comm.key.epoch, deadlineMs: 5000 })));
+    const settled = await Promise.allSettled(cs.map((comm, i) => runJoinStep({ comm, engine: engines[i]!, hasState: i === 0, generation: 1, epoch: comm.key.epoch, deadlineMs: 5000 })));
+    const [source, joiner] = [settled[0]!, settled[1]!];
     expect(source.status).toBe('fulfilled');
     expect(joiner.status).toBe('rejected');
     expect((joiner as PromiseRejectedResult).reason).toBeInstanceOf(JoinStateError);
