@@ -469,15 +469,19 @@ export class PlanRounds {
 
   /**
    * Some pipeline the planner would serve (ranks allowing) holds no rank, or some rank serves
-   * a pipeline without work (or nothing) while others have work: the planner changes both.
+   * a pipeline without work (or nothing) while others have work — the planner changes both —
+   * or the agreed demand still lists work this rank knows has ended.
    */
   private urgent(ranks: readonly number[], demand: readonly PipelineDemand[]): boolean {
+    // The agreed demand still lists a pipeline whose work this rank knows has ended (the last
+    // one, say): one round brings the agreed inputs, and so routing, up to date.
+    const open = new Set(demand.filter((d) => d.remaining > 0).map((d) => d.pipeline));
+    if (this.latest?.demand.some((d) => d.remaining > 0 && !open.has(d.pipeline))) return true;
     const served = demand.filter((d) => d.remaining > 0).sort(servingOrder).slice(0, ranks.length);
     if (served.length === 0) return false;
     const assignment = this.assignmentMap();
     const held = new Set(ranks.map((r) => assignment.get(r) ?? null));
     if (served.some((d) => !held.has(d.pipeline))) return true;
-    const open = new Set(demand.filter((d) => d.remaining > 0).map((d) => d.pipeline));
     return ranks.some((r) => !open.has(assignment.get(r) ?? ''));
   }
 

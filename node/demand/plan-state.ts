@@ -39,12 +39,14 @@ export class PlanState extends EventEmitter<PlanStateEvents> {
   }
 
   /**
-   * The active ranks serving `pipeline`, ascending; null while no plan assigns any rank
-   * (then every active rank serves every pipeline, the behaviour before plans exist).
+   * The active ranks serving `pipeline`, ascending. Null — every active rank serves every
+   * pipeline, the behaviour before plans exist — while no plan round has agreed on open
+   * demand, or its plan assigns no rank. While some pipeline has demand, one without any gets
+   * no rank (an empty list): demand is signalled before requests are sent.
    */
   ranksFor(pipeline: string): readonly number[] | null {
     const p = this.held;
-    if (p === null || p.assignment.every(([, x]) => x === null)) return null;
+    if (p === null || p.demand.length === 0 || p.assignment.every(([, x]) => x === null)) return null;
     return p.assignment.filter(([r, x]) => x === pipeline && this.isActive(r)).map(([r]) => r);
   }
 

@@ -106,9 +106,15 @@ describe('demand on four real ranks and a spare', () => {
       const p = agreedPlan(mesh.nodes);
       return p !== null && counts(p).b === 4;
     });
-    // Progress reaching the target completes b; its ranks then stay where they are (no demand anywhere).
+    // Progress reaching the target completes b: with no demand anywhere the ranks stay where
+    // they are, and routing goes back to every rank serving every pipeline.
     const done = await call(mesh.nodes[0]!, 'POST', '/v1/pipelines/b/demand/dem-b/progress', { completed: 60 });
     expect(done.json.record).toMatchObject({ closed: true, remaining: 0 });
+    await waitFor('a plan round agreeing there is no demand left', () => {
+      const p = agreedPlan(mesh.nodes);
+      return p !== null && p.demand.length === 0 && counts(p).b === 4;
+    });
+    for (const n of mesh.nodes) expect(n.runtime.demand.plans.ranksFor('a')).toBeNull();
     const c = await call(mesh.nodes[2]!, 'POST', '/v1/pipelines/c/demand', { steps: 5, priority: 2 });
     expect(c.status).toBe(201);
     await waitFor('c holding every rank on every node', () => counts(agreedPlan(mesh.nodes)).c === 4);

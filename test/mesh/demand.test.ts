@@ -209,7 +209,7 @@ describe('PlanRounds', () => {
     expect(r.next(10, [0, 1, 2], drifted, () => false)).toBe(2);
   });
 
-  test('a rank left serving a finished pipeline while another has work starts a round at once', () => {
+  test('a rank left serving a finished pipeline while another has work, or the last demand ending, starts a round at once', () => {
     const r = new PlanRounds(1000);
     r.setView(1, 1, 0);
     r.arrived(1);
@@ -221,6 +221,8 @@ describe('PlanRounds', () => {
     r.completed(0, result(1, [p, p]));
     expect(r.next(1, [0, 1], both, () => false)).toBeNull();
     expect(r.next(1, [0, 1], [{ ...both[0]!, remaining: 0 }, both[1]!], () => false)).toBe(2);
+    // The last demand ending also starts a round at once: the agreed inputs still list it.
+    expect(r.next(1, [0, 1], [{ ...both[0]!, remaining: 0 }, { ...both[1]!, remaining: 0 }], () => false)).toBe(2);
   });
 
   test('results of another barrier or another epoch are not plans; a node without a rank runs no rounds but adopts newer plans', () => {
