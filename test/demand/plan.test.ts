@@ -1,4 +1,4 @@
-// Demand and plan rounds on four real in-process ranks and a spare: two pipelines signalled at once both get ranks and every node holds the same plan (the spare, holding no rank, pulls it); progress, a completed pipeline's ranks moving to the other, harmless repeats, bad bodies, a restarted node learning the records, and the 504 with its reason.
+// Demand and plan rounds on four real in-process ranks and a spare: two pipelines signalled at once both get ranks and every node holds the same plan (the spare, holding no rank, pulls it), and requests go only to their pipeline's ranks; progress, a completed pipeline's ranks moving to the other, harmless repeats, bad bodies, a restarted node learning the records, and the 504 with its reason.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import type { AgreedPlan } from '../../mesh/demand.ts';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
@@ -81,6 +81,18 @@ describe('demand on four real ranks and a spare', () => {
       expect(n.runtime.demand.plans.ranksFor('c')).toEqual([]);
     }
   }, 20_000);
+
+  test('requests go only to ranks serving their pipeline', async () => {
+    const p = agreedPlan(mesh.nodes)!;
+    const sends = Array.from({ length: 12 }, (_, i) => {
+      const pipeline = i % 2 === 0 ? 'a' : 'b';
+      return call(mesh.nodes[i % mesh.nodes.length]!, 'POST', '/v1/generate', { input: [1, 2, 3], pipeline }).then((r) => ({ pipeline, ...r }));
+    });
+    for (const r of await Promise.all(sends)) {
+      expect([r.pipeline, r.status, r.json.status]).toEqual([r.pipeline, 200, 'done']);
+      expect(p.assignment.filter(([, x]) => x === r.pipeline).map(([rank]) => rank)).toContain(r.json.rank);
+    }
+  }, 30_000);
 
   test('progress is counted at every node; a repeat close and progress on a closed record are harmless', async () => {
     const r1 = await call(mesh.nodes[2]!, 'POST', '/v1/pipelines/b/demand/dem-b/progress', { completed: 30 });
