@@ -309,6 +309,7 @@ interface ScenarioContext {
 }
 
 let loads = 0;
+const agreementReported = new WeakMap<NsCluster, Set<string>>();
 
 async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext) => Promise<void>, options = { converge: true }): Promise<ScenarioReport> {
   const startedMs = performance.now();
@@ -370,7 +371,13 @@ async function scenario(env: ChaosEnv, name: string, body: (ctx: ScenarioContext
   // A moment of healthy traffic after the heal, then every request must have settled.
   await Bun.sleep(500);
   const requests = await load.stop();
-  violations.push(...requestViolations(requests, name), ...agreementViolations(env.cluster));
+  // Agreement is audited over the whole history; a disagreement is reported by the first
+  // scenario that sees it, not again by every later one.
+  const reported = agreementReported.get(env.cluster) ?? new Set<string>();
+  agreementReported.set(env.cluster, reported);
+  const disagreements = agreementViolations(env.cluster).filter((v) => !reported.has(v.detail));
+  for (const v of disagreements) reported.add(v.detail);
+  violations.push(...requestViolations(requests, name), ...disagreements);
   const report = { name, faults, durationMs: Math.round(performance.now() - startedMs), requests, violations };
   env.log(`   ${report.durationMs} ms, ${faults} fault(s), requests ${JSON.stringify(requests)}, violations ${violations.length}`);
   for (const v of violations) env.log(`   VIOLATION ${v.invariant}: ${v.detail}`);
