@@ -90,7 +90,11 @@ function runPlanSeed(seed: number): RunOutcome {
   function checkStarvation(p: AgreedPlan): void {
     const ranks = liveRanks();
     const open = pipelines.filter((name) => ranks.length > 0 && ranks.every((peer) => (books.get(peer)!.pipelineDemand().find((d) => d.pipeline === name)?.remaining ?? 0) > 0));
-    if (p.assignment.length < open.length) return;
+    // The bound holds when ranks ≥ pipelines with open demand anywhere (the round may carry
+    // demand some rank has not heard of yet; with fewer ranks, priority decides who waits).
+    const anywhere = new Set(cluster.liveNodes().flatMap((n) => books.get(n.peerId)!.pipelineDemand().map((d) => d.pipeline)));
+    for (const d of p.demand) anywhere.add(d.pipeline);
+    if (p.assignment.length < anywhere.size) return;
     for (const name of pipelines) {
       if (!open.includes(name) || p.assignment.some(([, x]) => x === name)) {
         starved.delete(name);
