@@ -51,10 +51,11 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  await cluster?.stop();
+  // A hung node gets SIGKILL after the stop's grace; destroying the lab ends anything left.
+  await cluster?.stop(10_000);
   lab?.destroy();
   cluster?.removeFiles();
-});
+}, 30_000);
 
 function chaosTest(name: ScenarioName, reason: string | undefined): void {
   test.skipIf(reason !== undefined)(name, async () => {
