@@ -5,7 +5,9 @@
 // cuts from nftables drops (a send times out), random loss from nftables
 // (`numgen random mod 100 < P drop`) and a link that flaps. Everything is created by the lab
 // and removed by it — on destroy(), on process exit, and by the stale clean-up of the next run
-// (objects are named `rmx-<pid>-…`, so a run whose pid is gone is known to be dead).
+// (objects are named `rmx-<pid>-…`, so a run whose pid is gone is known to be dead). bun test
+// runs no exit handlers, so tests destroy their lab in afterAll and rely on that clean-up
+// after a crash.
 //
 // The root namespace holds the first address of the subnet on the bridge, so the harness can
 // reach every host over HTTP. Faults between hosts never touch the harness's address, so a
