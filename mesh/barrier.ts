@@ -14,8 +14,14 @@ import type { View } from './view.ts';
 
 /** Largest payload of one arrival, in UTF-8 bytes (a control round needs about 1.2 KB at most). */
 export const BARRIER_PAYLOAD_BYTES_MAX = 2048;
-/** Barriers one node tracks per epoch; arrivals for more are refused (a bound, not a limit in practice). */
+/** Barriers one node holds at once in an epoch; arrivals for more are refused (a bound, not a limit in practice). */
 export const BARRIERS_PER_EPOCH_MAX = 256;
+/**
+ * Completed rounds kept per name; older ones are forgotten, so an epoch may run any number of
+ * rounds (control and plan rounds go on for as long as a view lasts). Rounds of one name run
+ * one after another, so a peer is at most a round or two behind the newest one completed.
+ */
+export const COMPLETED_KEPT_PER_NAME = 16;
 
 export class BarrierError extends Error {
   override name = 'BarrierError';
@@ -76,6 +82,8 @@ export class Barriers {
   private readonly rounds = new Map<string, Round>();
   /** Highest seq this node arrived at, by name (the default next seq follows it). */
   private readonly lastSeq = new Map<string, number>();
+  /** Per name, every seq at or below this completed here and was forgotten. */
+  private readonly forgottenUpTo = new Map<string, number>();
 
   constructor(
     readonly view: View,
@@ -105,7 +113,7 @@ export class Barriers {
     if (!Number.isInteger(seq) || seq < 1 || seq > 2 ** 31 - 1) throw new BarrierError(`barrier seq must be an integer in 1..2^31-1, got ${seq}`);
     const round = this.round(name, seq);
     if (!round) throw new BarrierError(`more than ${BARRIERS_PER_EPOCH_MAX} barriers in one epoch`);
-    if (round.mine !== null) throw new BarrierError(`already arrived at barrier ${name}#${seq} of epoch ${this.view.epoch}`);
+    if (round.mine !== null || seq <= (this.forgottenUpTo.get(name) ?? 0)) throw new BarrierError(`already arrived at barrier ${name}#${seq} of epoch ${this.view.epoch}`);
     round.mine = payload;
     round.arrivals.set(this.selfRank, payload);
     round.lastSentTick = now;
@@ -134,6 +142,8 @@ export class Barriers {
     const rank = this.rankOf.get(from);
     if (rank === undefined) return 'barrier arrival from a peer without a rank';
     if (barrierProblem(name, payload)) return 'malformed barrier arrival';
+    // A late copy of a round completed long ago: everyone it concerned has moved on.
+    if (seq <= (this.forgottenUpTo.get(name) ?? 0)) return null;
     const existing = this.rounds.get(key(name, seq));
     const round = existing ?? this.round(name, seq);
     if (!round) return 'too many barriers in one epoch';
@@ -194,6 +204,21 @@ export class Barriers {
     }
     round.done = true;
     this.hooks.completed({ generation: this.view.generation, epoch: this.view.epoch, name: round.name, seq: round.seq, ranks: this.ranks, payloads });
+    this.forgetOld(round.name);
+  }
+
+  /**
+   * Drops the completed rounds of `name` beyond the newest COMPLETED_KEPT_PER_NAME, only below
+   * its lowest open round (so the forgotten range never covers a round still open).
+   */
+  private forgetOld(name: string): void {
+    const mine = [...this.rounds.values()].filter((r) => r.name === name);
+    const lowestOpen = Math.min(...mine.filter((r) => !r.done).map((r) => r.seq));
+    const done = mine.filter((r) => r.done && r.seq < lowestOpen).sort((a, b) => a.seq - b.seq);
+    for (const r of done.slice(0, Math.max(0, done.length - COMPLETED_KEPT_PER_NAME))) {
+      this.rounds.delete(key(r.name, r.seq));
+      this.forgottenUpTo.set(name, Math.max(r.seq, this.forgottenUpTo.get(name) ?? 0));
+    }
   }
 }
 

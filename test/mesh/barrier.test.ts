@@ -1,6 +1,6 @@
 // Barrier rounds of one epoch: completion over the mask in rank order, who may arrive, repair by re-announcement and answers, and input errors.
 import { describe, expect, test } from 'bun:test';
-import { BARRIER_PAYLOAD_BYTES_MAX, BarrierError, type BarrierResult, Barriers } from '../../mesh/barrier.ts';
+import { BARRIER_PAYLOAD_BYTES_MAX, BARRIERS_PER_EPOCH_MAX, BarrierError, type BarrierResult, Barriers, COMPLETED_KEPT_PER_NAME } from '../../mesh/barrier.ts';
 import { RawNode } from '../../mesh/rawnode.ts';
 import { type View, firstView } from '../../mesh/view.ts';
 
@@ -19,6 +19,41 @@ function make(selfRank: number) {
 }
 
 describe('Barriers', () => {
+  test('an epoch runs any number of rounds: old completed rounds are forgotten, late copies of them ignored', () => {
+    const { b, done, sent } = make(2);
+    const rounds = BARRIERS_PER_EPOCH_MAX * 3;
+    for (let seq = 1; seq <= rounds; seq++) {
+      b.arrive('plan', seq, `c${seq}`, seq);
+      expect(b.onArrive('a', 'plan', seq, `a${seq}`, seq)).toBeNull();
+      expect(b.onArrive('d', 'plan', seq, `d${seq}`, seq)).toBeNull();
+    }
+    expect(done.length).toBe(rounds);
+    expect(done.at(-1)!.payloads).toEqual([`a${rounds}`, `c${rounds}`, `d${rounds}`]);
+    expect(b.list().length).toBe(COMPLETED_KEPT_PER_NAME);
+    // A recent round still answers a peer that keeps announcing it; a forgotten one is ignored.
+    const before = sent.length;
+    expect(b.onArrive('a', 'plan', rounds, `a${rounds}`, rounds + 100)).toBeNull();
+    expect(sent.length).toBe(before + 1);
+    expect(b.onArrive('a', 'plan', 1, 'a1', rounds + 200)).toBeNull();
+    expect(sent.length).toBe(before + 1);
+    expect(b.completed('plan', 1)).toBe(false);
+    expect(() => b.arrive('plan', 1, 'again', rounds + 300)).toThrow(/already arrived/);
+  });
+
+  test('a round still open is never forgotten, however many later rounds complete', () => {
+    const { b, done } = make(2);
+    b.arrive('x', 1, 'c1', 0); // rank 0 and 3 never arrive at x#1
+    for (let seq = 2; seq <= 40; seq++) {
+      b.arrive('x', seq, `c${seq}`, seq);
+      b.onArrive('a', 'x', seq, `a${seq}`, seq);
+      b.onArrive('d', 'x', seq, `d${seq}`, seq);
+    }
+    expect(done.length).toBe(39);
+    b.onArrive('a', 'x', 1, 'a1', 50);
+    b.onArrive('d', 'x', 1, 'd1', 50);
+    expect(done.at(-1)).toMatchObject({ name: 'x', seq: 1, payloads: ['a1', 'c1', 'd1'] });
+  });
+
   test('completes when every rank of the mask arrived, with payloads in rank order, whatever the arrival order', () => {
     const { b, done } = make(2);
     expect(b.onArrive('d', 'join', 1, 'D', 0)).toBeNull();
