@@ -8,15 +8,24 @@
 // Each row's expert output comes from exactly one rank and the others add zeros, so the
 // sum is exact and a request's output does not depend on how many ranks there are or where
 // the experts sit.
+//
+// The engine serves one pipeline's model at a time (weights.ts pipelineSeed: the default
+// pipeline's model is the configured seed's). Every request of a step runs on that model,
+// whatever pipeline it names: which requests reach which engine is the rank host's business
+// (with a plan, only those of the pipeline the rank serves). servePipeline() swaps the model
+// for real: the weights of the old one are dropped and the new one's built and loaded.
 import type { Communicator } from '../../ffi/comm/communicator.ts';
 import type { Engine, EngineRequest, EngineResult, EngineState, WarmUpProgress } from './engine.ts';
 import type { ExpertBackend } from './experts.ts';
 import { createCpuExpertBackend } from './cpu-experts.ts';
 import { expertsOf, placeExperts } from './placement.ts';
-import { checkModelConfig, defaultModelConfig, embedding, expertWeights, type ModelConfig, router } from './weights.ts';
+import { checkModelConfig, DEFAULT_PIPELINE, defaultModelConfig, embedding, expertWeights, type ModelConfig, pipelineSeed, router } from './weights.ts';
 
 export interface ReferenceEngineOptions {
+  /** The model shape and the seed of the default pipeline's weights. */
   readonly model?: Partial<ModelConfig>;
+  /** The pipeline whose model warm-up loads. Default: the default pipeline. */
+  readonly pipeline?: string;
   /** Makes the backend that runs this rank's experts. Default: the CPU backend. */
   readonly expertBackend?: () => ExpertBackend;
   /** The mask warm-up places experts for; a node warming up alone passes [its own rank]. */
@@ -53,7 +62,10 @@ export function createReferenceEngine(options: ReferenceEngineOptions = {}): Ref
 }
 
 export class ReferenceEngine implements Engine {
-  readonly model: ModelConfig;
+  /** The configured model: its seed is the default pipeline's. */
+  private readonly base: ModelConfig;
+  private model_: ModelConfig;
+  private pipeline_: string;
   private readonly backend: ExpertBackend;
   private readonly warmUpMs: number;
   private readonly deadlineMs: number;
@@ -73,14 +85,16 @@ export class ReferenceEngine implements Engine {
   private lastComm: Communicator | null = null;
 
   constructor(options: ReferenceEngineOptions = {}) {
-    this.model = { ...defaultModelConfig, ...options.model };
-    checkModelConfig(this.model);
+    this.base = { ...defaultModelConfig, ...options.model };
+    checkModelConfig(this.base);
+    this.pipeline_ = options.pipeline ?? DEFAULT_PIPELINE;
+    this.model_ = this.modelFor(this.pipeline_);
     this.backend = (options.expertBackend ?? createCpuExpertBackend)();
     this.warmUpMs = options.warmUpMs ?? 0;
     this.deadlineMs = options.collectiveDeadlineMs ?? 30_000;
     this.requestTokensMax = options.requestTokensMax ?? 4096;
     const initial = [...(options.initialMeshRanks ?? [options.meshRank ?? 0])];
-    this.placement = placeExperts(this.model.experts, initial);
+    this.placement = placeExperts(this.model_.experts, initial);
     this.placedFor = initial;
     this.heldFor = options.meshRank ?? initial[0]!;
   }
@@ -89,13 +103,44 @@ export class ReferenceEngine implements Engine {
     return this.status_;
   }
 
+  /** The model served now: the served pipeline's. */
+  get model(): ModelConfig {
+    return this.model_;
+  }
+
+  /** The pipeline whose model is served now. */
+  get pipeline(): string {
+    return this.pipeline_;
+  }
+
+  /** The model of `pipeline`: the configured shape, with the pipeline's seed. */
+  modelFor(pipeline: string): ModelConfig {
+    return { ...this.base, seed: pipelineSeed(this.base.seed, pipeline) };
+  }
+
+  /**
+   * Serves `pipeline`'s model from now on. Ready: drops the old model's weights, builds and
+   * loads the new one's (the real work of a switch). Offloaded or cold: only records the
+   * choice, which reload or warm-up then loads. No step may run meanwhile (the rank host's
+   * loop is stopped during a switch). A failure leaves the engine offloaded on the new model.
+   */
+  async servePipeline(pipeline: string): Promise<void> {
+    if (pipeline === this.pipeline_) return;
+    if (this.status_ === 'warming' || this.status_ === 'torn-down') throw new EngineStateError(`servePipeline in state ${this.status_}`);
+    const wasReady = this.status_ === 'ready';
+    if (wasReady) await this.offload();
+    this.pipeline_ = pipeline;
+    this.model_ = this.modelFor(pipeline);
+    if (wasReady) await this.reload();
+  }
+
   /** Why `req` cannot run, or null if it can. The engine loop checks this on submission. */
   validateRequest(req: EngineRequest): string | null {
     if (!Array.isArray(req.input)) return 'input must be an array of tokens';
     if (req.input.length === 0) return 'input is empty';
     if (req.input.length > this.requestTokensMax) return `input has ${req.input.length} tokens, the limit is ${this.requestTokensMax}`;
     for (const t of req.input) {
-      if (!Number.isInteger(t) || t < 0 || t >= this.model.vocab) return `token ${String(t)} is not in 0..${this.model.vocab - 1}`;
+      if (!Number.isInteger(t) || t < 0 || t >= this.model_.vocab) return `token ${String(t)} is not in 0..${this.model_.vocab - 1}`;
     }
     return null;
   }
@@ -165,7 +210,7 @@ export class ReferenceEngine implements Engine {
   }
 
   adoptState(state: EngineState): void {
-    const e = this.model.experts;
+    const e = this.model_.experts;
     if (!Array.isArray(state.placement) || state.placement.length !== e || !state.placement.every((r) => Number.isInteger(r) && r >= 0)) {
       throw new EngineInputError(`adoptState: placement must list a mesh rank for each of ${e} experts`);
     }
@@ -178,7 +223,7 @@ export class ReferenceEngine implements Engine {
   /** The step and dummy step in one: an empty batch still joins every collective. */
   private async forward(batch: readonly EngineRequest[], comm: Communicator): Promise<EngineResult[]> {
     if (this.status_ !== 'ready') throw new EngineStateError(`step in state ${this.status_}`);
-    const { hidden: d, vocab, experts: E } = this.model;
+    const { hidden: d, vocab, experts: E } = this.model_;
     const tokens: number[] = [];
     for (const req of batch) for (const t of req.input) tokens.push(t);
     const opts = { deadlineMs: this.deadlineMs };
@@ -260,7 +305,7 @@ export class ReferenceEngine implements Engine {
   /** Recomputes the placement when the mask changed, and loads this rank's experts. */
   private async applyView(meshRanks: readonly number[], self: number): Promise<void> {
     if (!this.placedFor || !sameRanks(this.placedFor, meshRanks)) {
-      this.placement = placeExperts(this.model.experts, meshRanks, this.placement);
+      this.placement = placeExperts(this.model_.experts, meshRanks, this.placement);
       this.placedFor = [...meshRanks];
     }
     const want = expertsOf(this.placement, self);
@@ -272,21 +317,21 @@ export class ReferenceEngine implements Engine {
     const w1: Float32Array[] = [];
     const w2: Float32Array[] = [];
     for (const e of experts) {
-      const w = expertWeights(this.model, e);
+      const w = expertWeights(this.model_, e);
       w1.push(w.w1);
       w2.push(w.w2);
       await yieldToEventLoop();
     }
-    await this.backend.load({ hidden: this.model.hidden, width: this.model.width, experts, w1, w2 });
+    await this.backend.load({ hidden: this.model_.hidden, width: this.model_.width, experts, w1, w2 });
     this.loaded = { meshRank, experts };
     this.heldFor = meshRank;
   }
 
   /** Embedding and the routing table (token → expert), which every rank needs. */
   private async buildShared(progress: (fraction: number) => void): Promise<void> {
-    const { vocab: V, hidden: d, experts: E } = this.model;
-    const emb = embedding(this.model);
-    const r = router(this.model);
+    const { vocab: V, hidden: d, experts: E } = this.model_;
+    const emb = embedding(this.model_);
+    const r = router(this.model_);
     const routes = new Int32Array(V);
     const chunk = 64;
     for (let t0 = 0; t0 < V; t0 += chunk) {

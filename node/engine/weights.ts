@@ -17,6 +17,25 @@ export interface ModelConfig {
 
 export const defaultModelConfig: ModelConfig = { seed: 1, vocab: 256, hidden: 64, experts: 8, width: 128 };
 
+/** The pipeline whose model is the configured seed's own (every output from before pipelines stays the same). */
+export const DEFAULT_PIPELINE = 'default';
+
+/**
+ * The weights seed of pipeline `pipeline`'s model: `seed` itself for the default pipeline,
+ * else seed mixed with the FNV-1a hash of the name, so every node derives the same model for
+ * a pipeline with nothing to exchange, and different pipelines get different weights.
+ */
+export function pipelineSeed(seed: number, pipeline: string): number {
+  if (pipeline === DEFAULT_PIPELINE) return seed >>> 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < pipeline.length; i++) h = Math.imul(h ^ pipeline.charCodeAt(i), 0x01000193) >>> 0;
+  // splitmix-style finaliser over (seed, hash): nearby names and seeds land far apart.
+  let z = (seed ^ Math.imul(h, 0x9e3779b9)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
 /** Sizes beyond these are refused: the reference engine is meant to stay small. */
 export const modelLimits = { vocab: 1 << 16, hidden: 4096, experts: 1024, width: 16384 } as const;
 
