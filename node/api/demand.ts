@@ -1,10 +1,11 @@
 // Demand and the plan over HTTP. POST /v1/pipelines/:name/demand opens a durable demand
 // record (stored and gossiped before anything else) and blocks until a completed plan round
-// assigns the pipeline at least one rank, so two pipelines signalling together cannot starve
+// assigns the pipeline at least one rank and one of them reports serving it (awake: drained,
+// model loaded, group communicator up), so two pipelines signalling together cannot starve
 // each other. Progress and DELETE close the record; GET /v1/pipelines shows records, progress
 // and the ranks each pipeline holds in the current plan.
 //
-//   201  { record, ranks, round, waitedMs, created }
+//   201  { record, ranks, awake, round, waitedMs, created }
 //   400  bad-request: the body or a name is invalid; nothing was stored
 //   404  unknown-pipeline (not in the node's pipelines list) or unknown-record
 //   504  timeout: no rank was assigned in time; the record stays open: { error: { code, message, id } }
@@ -64,7 +65,7 @@ export const demandRouteDocs: readonly RouteDoc[] = [
         schema: z.object({
           round: roundSchema,
           digest: z.string().describe('Digest of this node\'s records; equal on nodes that know the same'),
-          pipelines: z.array(z.object({ name: z.string(), remaining: z.number().int(), priority: z.number().int(), ranks: z.array(z.number().int()).nullable(), records: z.array(recordSchema) })),
+          pipelines: z.array(z.object({ name: z.string(), remaining: z.number().int(), priority: z.number().int(), ranks: z.array(z.number().int()).nullable(), awake: z.array(z.number().int()).nullable().describe('Ranks of the pipeline that report serving it now'), records: z.array(recordSchema) })),
           assignment: z.array(z.object({ rank: z.number().int(), pipeline: z.string().nullable() })),
         }),
       },
@@ -74,16 +75,16 @@ export const demandRouteDocs: readonly RouteDoc[] = [
     method: 'post',
     path: '/v1/pipelines/:name/demand',
     tag: 'demand',
-    summary: 'Opens a demand record and waits until a plan round assigns the pipeline a rank',
+    summary: 'Opens a demand record and waits until a plan round assigns the pipeline a rank and that rank serves it',
     params: z.object({ name: nameSchema }),
     body: demandBodySchema,
     bodyRequired: true,
     responses: {
-      201: { description: 'A rank serves the pipeline', schema: z.object({ record: recordSchema, ranks: z.array(z.number().int()), round: roundSchema, waitedMs: z.number(), created: z.boolean() }) },
+      201: { description: 'A rank serves the pipeline', schema: z.object({ record: recordSchema, ranks: z.array(z.number().int()), awake: z.array(z.number().int()).describe('Ranks that report serving the pipeline (at least one)'), round: roundSchema, waitedMs: z.number(), created: z.boolean() }) },
       400: { description: 'bad-request: invalid body or name; nothing was stored' },
       404: { description: 'unknown-pipeline: not in this node\'s pipelines setting' },
       409: { description: 'full: too many records are open on this node' },
-      504: { description: 'timeout: no rank assigned in time, with the reason; the record stays open' },
+      504: { description: 'timeout: no rank assigned, or none awake, in time, with the reason; the record stays open' },
     },
   },
   {
@@ -136,6 +137,7 @@ function demandModule(service: DemandService, options: DemandRouteOptions): Hono
           remaining: records.reduce((s, r) => s + remainingSteps(r), 0),
           priority: records.filter((r) => !r.closed).reduce((s, r) => Math.max(s, r.priority), 0),
           ranks: service.plans.ranksFor(name),
+          awake: service.ranksOf(name)?.awake ?? null,
           records: records.map(recordBody),
         }));
       const assignment = (plan?.assignment ?? []).map(([rank, pipeline]) => ({ rank, pipeline }));
@@ -147,15 +149,15 @@ function demandModule(service: DemandService, options: DemandRouteOptions): Hono
       const startedMs = performance.now();
       const { record, created } = call(() => service.open({ pipeline, steps: body.steps, ...(body.priority !== undefined ? { priority: body.priority } : {}), ...(body.id !== undefined ? { id: body.id } : {}) }));
       const timeoutMs = body.timeoutMs ?? options.timeoutMs;
-      let ranks: readonly number[];
+      let held: { ranks: readonly number[]; awake: readonly number[] };
       try {
-        ranks = await service.waitForRanks(pipeline, timeoutMs);
+        held = await service.waitForRanks(pipeline, timeoutMs);
       } catch (err) {
         if (!(err instanceof DemandTimeoutError)) throw err;
-        throw new ApiError(504, 'timeout', `no rank assigned to ${pipeline} within ${timeoutMs} ms: ${err.message}; record ${record.id} stays open`, { id: record.id });
+        throw new ApiError(504, 'timeout', `no rank serving ${pipeline} within ${timeoutMs} ms: ${err.message}; record ${record.id} stays open`, { id: record.id });
       }
-      const held = service.records().find((r) => r.id === record.id) ?? record;
-      return c.json({ record: recordBody(held), ranks, round: service.plans.round, waitedMs: Math.round(performance.now() - startedMs), created }, 201);
+      const now = service.records().find((r) => r.id === record.id) ?? record;
+      return c.json({ record: recordBody(now), ranks: held.ranks, awake: held.awake, round: service.plans.round, waitedMs: Math.round(performance.now() - startedMs), created }, 201);
     })
     .post('/v1/pipelines/:name/demand/:id/progress', async (c) => {
       const pipeline = pipelineOf(c.req.param('name'));

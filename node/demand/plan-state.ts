@@ -11,6 +11,15 @@ export interface PlanRound {
   readonly seq: number;
 }
 
+/**
+ * Whether `plan` divides the ranks between pipelines: it agreed on open demand and assigns
+ * some rank. Otherwise every rank serves every pipeline (routing and the rank groups agree on
+ * this one rule).
+ */
+export function routesByPlan(plan: AgreedPlan | null): plan is AgreedPlan {
+  return plan !== null && plan.demand.length > 0 && plan.assignment.some(([, x]) => x !== null);
+}
+
 export interface PlanStateEvents {
   /** A newer plan was taken; `previous` is the one it replaced (null for the first). */
   change: [plan: AgreedPlan, previous: AgreedPlan | null];
@@ -46,7 +55,7 @@ export class PlanState extends EventEmitter<PlanStateEvents> {
    */
   ranksFor(pipeline: string): readonly number[] | null {
     const p = this.held;
-    if (p === null || p.demand.length === 0 || p.assignment.every(([, x]) => x === null)) return null;
+    if (!routesByPlan(p)) return null;
     return p.assignment.filter(([r, x]) => x === pipeline && this.isActive(r)).map(([r]) => r);
   }
 

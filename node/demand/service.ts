@@ -8,6 +8,10 @@
 // records say the plan is far from the demand, ranks arrive at barrier `plan` with their
 // payload; on completion every rank runs the planner on the same payloads. Nodes without a
 // rank learn the plan from the lowest rank's summary and pull it.
+//
+// "Request ranks" (waitForRanks) waits for more than an assignment: at least one rank the
+// plan gives the pipeline must report that it serves it (awake.ts), i.e. it drained its old
+// pipeline, loaded the new model and runs on its group's communicator.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -28,6 +32,7 @@ import { BarrierError, type BarrierResult } from '../../mesh/rawnode.ts';
 import type { MeshDriver } from '../mesh/driver.ts';
 import type { Transport } from '../p2p/transport.ts';
 import type { Db } from '../storage/database.ts';
+import { AwakeBoard } from './awake.ts';
 import { PlanState } from './plan-state.ts';
 import { DemandStore } from './store.ts';
 
@@ -60,7 +65,13 @@ export interface DemandServiceOptions {
   requestTimeoutMs: number;
 }
 
-/** No rank was assigned to the pipeline in time; the record stays open. */
+/** The ranks a pipeline holds in the plan, and those of them that serve it now. */
+export interface PipelineRanks {
+  readonly ranks: readonly number[];
+  readonly awake: readonly number[];
+}
+
+/** No rank was assigned to the pipeline, or none woke up for it, in time; the record stays open. */
 export class DemandTimeoutError extends Error {
   override name = 'DemandTimeoutError';
 }
@@ -87,6 +98,8 @@ type ServiceStatus = { code: 'stopped' } | { code: 'started'; timer: ReturnType<
 
 export class DemandService {
   readonly plans: PlanState;
+  /** Which ranks report serving which pipeline (this node's rank reports through it too). */
+  readonly awake: AwakeBoard;
   readonly counters: DemandCounters = { gossipIn: 0, gossipOut: 0, rejected: {}, pulls: 0, arrivals: 0, rounds: 0 };
   private readonly book = new DemandBook();
   private readonly rounds: PlanRounds;
@@ -108,6 +121,7 @@ export class DemandService {
       const view = options.driver.core.view();
       return view !== null && !view.closed && view.ranks[rank] != null;
     });
+    this.awake = new AwakeBoard({ meshId: options.meshId, peerId: options.peerId, transport: options.transport, intervalMs: options.syncIntervalMs, log: options.log });
   }
 
   /** Loads the stored records, joins the demand channel and starts taking part in plan rounds. */
@@ -124,6 +138,7 @@ export class DemandService {
     const unsubscribe = transport.subscribe(DEMAND_CHANNEL, (from, bytes) => this.onGossip(from, bytes));
     driver.on('barrier', this.onBarrier);
     driver.on('view', this.poke);
+    this.awake.start();
     const timer = setInterval(() => this.poll(), this.options.pollMs);
     this.state = { code: 'started', timer, unsubscribe };
     this.poll();
@@ -136,6 +151,7 @@ export class DemandService {
     this.state.unsubscribe();
     this.options.driver.off('barrier', this.onBarrier);
     this.options.driver.off('view', this.poke);
+    this.awake.stop();
     this.state = { code: 'stopped' };
     for (const cancel of [...this.waiters]) cancel();
   }
@@ -179,28 +195,38 @@ export class DemandService {
     return result;
   }
 
+  /** The ranks the current plan gives `pipeline` and those of them awake for it (null: no dividing plan). */
+  ranksOf(pipeline: string): PipelineRanks | null {
+    const ranks = this.plans.ranksFor(pipeline);
+    if (ranks === null) return null;
+    const view = this.options.driver.core.view();
+    const holderOf = (rank: number): string | null => view?.ranks[rank]?.peerId ?? null;
+    return { ranks, awake: this.awake.awake(pipeline, ranks, this.plans.round, holderOf) };
+  }
+
   /**
-   * Resolves with the ranks serving `pipeline` once a completed plan round assigns it at
-   * least one; rejects with DemandTimeoutError, saying why, after `timeoutMs`.
+   * Resolves once a completed plan round assigns `pipeline` at least one rank and one of
+   * them reports serving it; rejects with DemandTimeoutError, saying why, after `timeoutMs`.
    */
-  waitForRanks(pipeline: string, timeoutMs: number): Promise<readonly number[]> {
-    const assigned = (): readonly number[] | null => {
-      const ranks = this.plans.ranksFor(pipeline);
-      return ranks !== null && ranks.length > 0 ? ranks : null;
+  waitForRanks(pipeline: string, timeoutMs: number): Promise<PipelineRanks> {
+    const ready = (): PipelineRanks | null => {
+      const held = this.ranksOf(pipeline);
+      return held !== null && held.awake.length > 0 ? held : null;
     };
-    const now = assigned();
+    const now = ready();
     if (now !== null) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       const cleanup = (): void => {
         clearTimeout(timer);
         this.plans.off('change', onChange);
+        this.awake.off('change', onChange);
         this.waiters.delete(cancel);
       };
       const onChange = (): void => {
-        const ranks = assigned();
-        if (ranks === null) return;
+        const held = ready();
+        if (held === null) return;
         cleanup();
-        resolve(ranks);
+        resolve(held);
       };
       const cancel = (): void => {
         cleanup();
@@ -211,6 +237,7 @@ export class DemandService {
         reject(new DemandTimeoutError(this.whyNoRank(pipeline, timeoutMs)));
       }, timeoutMs);
       this.plans.on('change', onChange);
+      this.awake.on('change', onChange);
       this.waiters.add(cancel);
     });
   }
@@ -394,6 +421,8 @@ export class DemandService {
     if (p === null) return `no plan round completed within ${timeoutMs} ms (${ranks} active ranks; a round needs every one of them to arrive)`;
     const round = `${p.generation}:${p.epoch}:${p.seq}`;
     const d = p.demand.find((x) => x.pipeline === pipeline);
+    const assigned = this.plans.ranksFor(pipeline) ?? [];
+    if (assigned.length > 0) return `the last plan round (${round}) gives ${pipeline} ranks ${assigned.join(', ')}, but none reported serving it within ${timeoutMs} ms (a switching rank drains its old pipeline, loads the new model and connects its group first)`;
     if (d === undefined) return `the last plan round (${round}) did not yet carry demand for ${pipeline}: its record had not reached the ranks within ${timeoutMs} ms`;
     const ahead = p.demand.filter((x) => x.remaining > 0).length;
     return `the last plan round (${round}) gave ${pipeline} no rank: ${p.assignment.length} ranks for ${ahead} pipelines with demand, and others come first by priority and remaining work`;
