@@ -294,6 +294,8 @@ export class Runtime {
     });
     this.demandRef = demand;
     await demand.start();
+    // The rank serves its plan group's pipeline and reports when it is awake for it.
+    this.rankRef?.followPlans(demand.plans, (report) => demand.awake.report(report));
 
     const rank = this.rankRef;
     const forwards =

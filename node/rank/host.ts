@@ -14,15 +14,29 @@
 // Every wait is bounded (addresses and ring links by rankConnectTimeoutMs, collectives by
 // the loop's deadline) and a newer view cuts a build short; nothing here blocks the event
 // loop.
+//
+// Pipelines (pipelines.ts): once the node's plan divides the ranks between pipelines, the
+// communicator spans this rank's group only (the active ranks the plan gives the same
+// pipeline), the engine serves that pipeline's model, and requests of other pipelines are
+// refused (the ingress sends them elsewhere). The build key folds the plan round into the
+// epoch (buildEpochOf), so each group's rings are distinct and a new round never reuses a
+// key. A plan round that changes this rank's group switches it: it starts no new work, lets
+// the iteration in flight finish (peers of the old group stop at the same plan round), gives
+// its queued requests back unrun (the ingress re-dispatches them), retires the communicator,
+// swaps the engine's model (offload the old weights, load the new), builds the new group's
+// communicator and serves. It reports itself awake (onReport) only while it serves.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type CpuCommunicator, CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import { type Incarnation, sameIncarnation, type View } from '../../mesh/view.ts';
 import type { Config } from '../config.ts';
 import type { WarmUpProgress } from '../engine/engine.ts';
-import { createEngineLoop, type EngineLoop, type IterationStats, QueueFullError } from '../engine/loop.ts';
+import { createEngineLoop, type EngineLoop, type IterationStats, QueueFullError, RequestRejectedError } from '../engine/loop.ts';
 import type { Communicator } from '../../ffi/comm/communicator.ts';
 import { createReferenceEngine, type ReferenceEngine } from '../engine/reference.ts';
+import { DEFAULT_PIPELINE } from '../engine/weights.ts';
+import type { AwakeReport } from '../demand/awake.ts';
+import type { PlanState } from '../demand/plan-state.ts';
 import { LifecycleGate } from '../lifecycle/gate.ts';
 import type { MeshDriver } from '../mesh/driver.ts';
 import type { Transport } from '../p2p/transport.ts';
@@ -30,6 +44,20 @@ import { BUILD_ATTEMPTS_MAX, type BuildAttempt, DataPlaneDirectory } from './dir
 import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from './errors.ts';
 import { type JoinOutcome, runJoinStep } from './join.ts';
 import { dataPlaneKey } from './mesh-key.ts';
+import { buildEpochOf, describeServes, type GroupServes, groupOf, modelPipelineOf, type RankGroup, sameServes, servesPipeline } from './pipelines.ts';
+
+/** Where the plan comes from: the demand service's PlanState. */
+export type RankPlans = Pick<PlanState, 'current' | 'on' | 'off'>;
+
+/**
+ * How long a switching rank lets the iteration in flight finish before it aborts the old
+ * group's communicator. Peers stop at the same plan round and the first to stop closes its
+ * links, so this bounds only a peer that never learns of the round.
+ */
+const SWITCH_DRAIN_MS = 1000;
+
+/** The reason queued requests are failed with when a switching rank gives them back. */
+const GIVE_BACK_REASON = 'given back unrun: this rank switched pipelines';
 
 export type RankSettings = Pick<
   Config,
@@ -104,6 +132,12 @@ export interface RankStatus {
   /** The last build or communicator failure, for operators. */
   readonly lastError: string | null;
   readonly lastJoin: LastJoin | null;
+  /** What this rank's group serves: "all" (no dividing plan), a pipeline's name, or "idle". */
+  readonly serves: string | null;
+  /** The mesh ranks of this rank's group (its communicator's, once serving). */
+  readonly group: readonly number[] | null;
+  /** Queued requests given back unrun by pipeline switches so far. */
+  readonly givenBack: number;
 }
 
 export interface InferRequest {
@@ -144,6 +178,16 @@ export class RankHost {
   private warmUpFailed = false;
   private loggedPhase: JoinPhase = 'cold';
   private readonly counts = { accepted: 0, completed: 0, failed: 0, timedOut: 0 };
+  private givenBack = 0;
+  /** The plan this host follows (followPlans), and where it reports whether it is awake. */
+  private plans: RankPlans | null = null;
+  private onReport: ((report: AwakeReport | null) => void) | null = null;
+  /**
+   * What the queued requests were accepted for and the engine's model serves. Invariant: the
+   * loop's queue holds only requests this accepts. Undefined before the first build.
+   */
+  private queueServes: GroupServes | undefined;
+  private readonly onPlan = (): void => this.kick();
   // Following views: kick() marks work to do; one reconcile run at a time does it.
   private dirty = false;
   private changed = Promise.withResolvers<void>();
@@ -234,12 +278,26 @@ export class RankHost {
       );
   }
 
+  /**
+   * Follows `plans` from now on: the rank serves its group's pipeline (see pipelines.ts), and
+   * `onReport` hears what it serves and whether it serves now (null: it holds no rank).
+   */
+  followPlans(plans: RankPlans, onReport: (report: AwakeReport | null) => void): void {
+    this.plans?.off('change', this.onPlan);
+    this.plans = plans;
+    this.onReport = onReport;
+    plans.on('change', this.onPlan);
+    this.report();
+    this.kick();
+  }
+
   /** Stops serving, fails what is still queued, closes the data plane. Idempotent. */
   async stop(): Promise<void> {
     if (this.state.code !== 'started') return;
     this.state = { code: 'stopping' };
     this.options.driver.off('view', this.onView);
     this.options.driver.off('closed', this.onView);
+    this.plans?.off('change', this.onPlan);
     this.gate?.close();
     clearTimeout(this.retryTimer);
     // Cuts a wait for addresses or ring links short.
@@ -274,6 +332,9 @@ export class RankHost {
       requests: { ...this.counts },
       lastError: this.lastError,
       lastJoin: this.lastJoin,
+      serves: target === null ? null : describeServes(target.serves),
+      group: this.serving?.members.map((m) => m.meshRank) ?? target?.members.map((m) => m.meshRank) ?? null,
+      givenBack: this.givenBack,
     };
   }
 
@@ -326,7 +387,14 @@ export class RankHost {
       const why = this.warmed ? `building its first communicator (epoch ${target.epoch})` : `warming up (${this.progress.phase}, ${Math.round(this.progress.fraction * 100)}%)`;
       throw new RankNotReadyError(`rank ${target.meshRank} does not serve yet: ${why}`);
     }
-    const request = { id: req.id ?? randomUUID(), pipeline: req.pipeline ?? 'default', input: req.input };
+    const pipeline = req.pipeline ?? DEFAULT_PIPELINE;
+    if (!servesPipeline(target.serves, pipeline)) {
+      throw new RankNotReadyError(`rank ${target.meshRank} serves ${describeServes(target.serves)} in the plan it holds, not pipeline ${pipeline}; send it to a rank of that pipeline`);
+    }
+    if (this.queueServes === undefined || !sameServes(this.queueServes, target.serves)) {
+      throw new RankNotReadyError(`rank ${target.meshRank} is switching to ${describeServes(target.serves)} (draining, loading the model, connecting its group)`);
+    }
+    const request = { id: req.id ?? randomUUID(), pipeline, input: req.input };
     const why = engine.validateRequest(request);
     if (why !== null) throw new RankInputError(why);
     const capacity = this.options.settings.rankQueueCapacity;
@@ -349,6 +417,11 @@ export class RankHost {
         // The answer may still come; nobody waits for it any more.
         pending.catch(() => {});
         throw err;
+      }
+      if (err instanceof RequestRejectedError && err.message.endsWith(GIVE_BACK_REASON)) {
+        // Not run and no longer queued here: the ingress sends it to a rank of its pipeline.
+        this.givenBack += 1;
+        throw new RankNotReadyError(err.message);
       }
       this.counts.failed += 1;
       if (err instanceof QueueFullError) throw new RankBusyError(err.message, 1);
@@ -391,6 +464,7 @@ export class RankHost {
         this.fail(`following the view failed: ${(err as Error).message}`);
       }
       this.notePhase();
+      this.report();
     }
   }
 
@@ -400,15 +474,15 @@ export class RankHost {
     const view = this.currentView();
     const target = this.targetOf(view);
     const current = this.serving;
-    if (current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && sameMembers(current.members, target.members)) {
-      // The ranks and their holders are those of the communicator in use (only spares came or
-      // went, e.g. a joiner started warming up): every rank keeps serving on it, so nobody
-      // loses a step to a view change that does not touch the mask.
-      if (current.epoch !== target.epoch) {
-        this.serving = { ...current, epoch: target.epoch };
-        // A later rebuild in this view counts on from the communicator's attempt, as every
-        // rank that kept it does.
-        this.lastBuild = { generation: target.generation, epoch: target.epoch, attempt: current.attempt };
+    if (current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && sameMembers(current.members, target.members) && sameServes(current.serves, target.serves)) {
+      // The ranks and their holders are those of the communicator in use, serving the same
+      // (only spares came or went, e.g. a joiner started warming up, or a plan round moved
+      // other groups): every rank keeps serving on it, so nobody loses a step to a change
+      // that does not touch its group.
+      if (current.buildEpoch !== target.buildEpoch) {
+        this.serving = { ...current, epoch: target.epoch, buildEpoch: target.buildEpoch };
+        // A later rebuild counts on from the communicator's attempt, as every rank that kept it does.
+        this.lastBuild = { generation: target.generation, epoch: target.buildEpoch, attempt: current.attempt };
       }
       return;
     }
@@ -416,10 +490,15 @@ export class RankHost {
     // incarnation): that communicator stays valid, so this rank keeps serving on it while the
     // new ring connects, and switches once the new one is up — the ranks stall for the switch
     // and the join step, not for the ring's connection.
-    const keep = current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && grows(current.members, target.members) ? current : null;
+    const keep = current !== null && target !== null && current.comm.aborted === null && current.generation === target.generation && sameServes(current.serves, target.serves) && grows(current.members, target.members) ? current : null;
     if (current !== null && keep === null) {
-      const reason = target === null ? 'this node lost its rank' : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
-      await this.retire(current, reason);
+      // In the same view a healthy communicator is left only for a plan round: its group
+      // changed. The iteration in flight finishes first (a view change aborts at once, as a
+      // rank may be gone).
+      const planned = target !== null && current.comm.aborted === null && sameEpoch(current, target);
+      const reason = target === null ? 'this node lost its rank' : planned ? `plan round ${target.planRound}: group ${describeServes(target.serves)} [${target.members.map((m) => m.meshRank).join(',')}]` : sameEpoch(current, target) ? 'communicator failed' : `view changed to epoch ${target.epoch}`;
+      if (planned) await this.retireGently(current, reason);
+      else await this.retire(current, reason);
       if (target === null) {
         log.info({ epoch: view?.epoch, queued: this.loop?.queueLength ?? 0 }, 'this node holds no active rank; serving stopped, queued requests are kept');
       }
@@ -431,9 +510,10 @@ export class RankHost {
       return;
     }
     if (!this.warmed) return; // the end of warm-up kicks again
+    if (this.queueServes === undefined || !sameServes(this.queueServes, target.serves)) await this.switchServes(target);
 
     const attempt = this.nextAttempt(target);
-    const build: BuildAttempt = { generation: target.generation, epoch: target.epoch, attempt };
+    const build: BuildAttempt = { generation: target.generation, epoch: target.buildEpoch, attempt };
     this.lastBuild = build;
     this.directory!.setBuild(build);
     this.building = true;
@@ -469,7 +549,7 @@ export class RankHost {
     const peers = others.map((m) => ({ meshRank: m.meshRank, ...this.directory!.lookup(m.holder)! }));
     const building = createCpuCommunicator({
       dataPlane: this.plane!,
-      key: { meshId: this.options.meshId, generation: target.generation, epoch: target.epoch * BUILD_ATTEMPTS_MAX + attempt },
+      key: { meshId: this.options.meshId, generation: target.generation, epoch: target.buildEpoch * BUILD_ATTEMPTS_MAX + attempt },
       rank: meshRanks.indexOf(target.meshRank),
       meshRanks,
       peers,
@@ -518,8 +598,8 @@ export class RankHost {
     if (joined.adoptedFrom !== null) {
       log.info({ epoch: target.epoch, rank: target.meshRank, source: joined.adoptedFrom, stateBytes: joined.stateBytes, ms: this.lastJoin.ms, iteration: this.engine!.exportState().iteration }, `joined: adopted state from rank ${joined.adoptedFrom}`);
     }
-    this.serving = { generation: target.generation, epoch: target.epoch, attempt, meshRank: target.meshRank, members: target.members, comm };
-    log.info({ generation: target.generation, epoch: target.epoch, attempt, rank: target.meshRank, activeRanks: meshRanks }, 'serving the epoch');
+    this.serving = { generation: target.generation, epoch: target.epoch, buildEpoch: target.buildEpoch, attempt, meshRank: target.meshRank, members: target.members, serves: target.serves, comm };
+    log.info({ generation: target.generation, epoch: target.epoch, planRound: target.planRound, attempt, rank: target.meshRank, activeRanks: meshRanks, serves: describeServes(target.serves) }, 'serving the epoch');
     if (this.loop === undefined) {
       const engine = this.engine!;
       this.loop = createEngineLoop({
@@ -556,26 +636,83 @@ export class RankHost {
     // A peer switched to the next epoch's communicator first (admission): this rank's build
     // of it is under way and retires this one when it is up.
     const next = this.lastBuild;
-    if (this.building && next !== null && next.generation === serving.generation && next.epoch !== serving.epoch) return;
+    if (this.building && next !== null && next.generation === serving.generation && next.epoch !== serving.buildEpoch) return;
     this.fail(`epoch ${serving.epoch} attempt ${serving.attempt}: communicator aborted: ${reason}`);
+    this.report();
     this.scheduleRetry();
   }
 
   /** Aborts the epoch's communicator, stops the loop (its queue is kept) and closes the links. */
   private async retire(serving: Serving, reason: string): Promise<void> {
     this.serving = null;
+    this.report();
     serving.comm.abort(reason);
     await this.loop?.stop();
     await serving.comm.close();
   }
 
+  /**
+   * Leaves a group for a plan round: the loop starts nothing more and stops after the
+   * iteration in flight (its step's results are delivered), then the communicator is retired.
+   * A peer of the old group still waiting in a collective learns from the closed links.
+   */
+  private async retireGently(serving: Serving, reason: string): Promise<void> {
+    this.serving = null;
+    this.report();
+    const loop = this.loop;
+    if (loop !== undefined) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.min(SWITCH_DRAIN_MS, this.options.settings.rankConnectTimeoutMs));
+      });
+      await Promise.race([loop.stop(), drained]);
+      clearTimeout(timer);
+    }
+    serving.comm.abort(reason);
+    await loop?.stop();
+    await serving.comm.close();
+  }
+
+  /**
+   * The group now serves something else: give the queued requests back unrun (the ingress
+   * re-dispatches them to ranks of their pipeline; none was started, as the loop is stopped),
+   * then swap the engine's model. Requests for the new group are refused until this is done.
+   */
+  private async switchServes(target: Target): Promise<void> {
+    const { log } = this.options;
+    const loop = this.loop;
+    const queued = loop?.queueLength ?? 0;
+    // The loop runs only on a communicator in use, and every one was retired above.
+    if (loop !== undefined && loop.status.code !== 'running') loop.failQueued(GIVE_BACK_REASON);
+    const engine = this.engine!;
+    const from = engine.pipeline;
+    const startedMs = performance.now();
+    await engine.servePipeline(modelPipelineOf(target.serves, DEFAULT_PIPELINE));
+    const previous = this.queueServes;
+    this.queueServes = target.serves;
+    if (previous !== undefined) {
+      log.info({ epoch: target.epoch, planRound: target.planRound, rank: target.meshRank, from: describeServes(previous), to: describeServes(target.serves), modelFrom: from, modelTo: engine.pipeline, givenBack: queued, ms: Math.round(performance.now() - startedMs) }, 'switched pipelines');
+    }
+  }
+
+  /** Tells onReport what this rank serves and whether it serves now. */
+  private report(): void {
+    const onReport = this.onReport;
+    if (onReport === null) return;
+    const target = this.targetOf(this.currentView());
+    if (target === null) return onReport(null);
+    const s = this.serving;
+    const serving = this.isServing() && s !== null && sameServes(s.serves, target.serves) && sameMembers(s.members, target.members);
+    onReport({ rank: target.meshRank, pipeline: target.serves.kind === 'one' ? target.serves.pipeline : null, round: target.round, serving });
+  }
+
   /** The next try: one past our last in this view, or the furthest a peer announced. */
   private nextAttempt(target: Target): number {
     const last = this.lastBuild;
-    let attempt = last !== null && last.generation === target.generation && last.epoch === target.epoch ? last.attempt + 1 : 0;
+    let attempt = last !== null && last.generation === target.generation && last.epoch === target.buildEpoch ? last.attempt + 1 : 0;
     for (const m of target.members) {
       const b = this.directory!.buildOf(m.holder);
-      if (b !== null && b.generation === target.generation && b.epoch === target.epoch) attempt = Math.max(attempt, b.attempt);
+      if (b !== null && b.generation === target.generation && b.epoch === target.buildEpoch) attempt = Math.max(attempt, b.attempt);
     }
     return Math.min(attempt, BUILD_ATTEMPTS_MAX - 1);
   }
@@ -601,26 +738,35 @@ export class RankHost {
     this.options.log.warn(message);
   }
 
-  /** The epoch this incarnation serves in `view`, or null when it holds no active rank there. */
+  /**
+   * The epoch and group this incarnation serves in `view` under the plan it holds, or null
+   * when it holds no active rank there.
+   */
   private targetOf(view: View | null): Target | null {
     if (view === null || view.closed) return null;
     const meshRank = view.ranks.findIndex((h) => sameIncarnation(h, this.options.self));
     if (meshRank < 0) return null;
-    const members: Member[] = [];
+    const active: Member[] = [];
     view.ranks.forEach((holder, rank) => {
-      if (holder !== null) members.push({ meshRank: rank, holder });
+      if (holder !== null) active.push({ meshRank: rank, holder });
     });
-    return { generation: view.generation, epoch: view.epoch, meshRank, members };
+    const group = groupOf(this.plans?.current() ?? null, view, active.map((m) => m.meshRank), meshRank);
+    const inGroup = new Set(group.ranks);
+    const members = active.filter((m) => inGroup.has(m.meshRank));
+    return { generation: view.generation, epoch: view.epoch, buildEpoch: buildEpochOf(view.epoch, group.planRound), planRound: group.planRound, round: group.round, serves: group.serves, meshRank, members };
   }
 }
 
 interface Serving {
   readonly generation: number;
   readonly epoch: number;
+  /** The view epoch and plan round the communicator's key was built for (buildEpochOf). */
+  readonly buildEpoch: number;
   readonly attempt: number;
   readonly meshRank: number;
-  /** The ranks the communicator connects (those of the view it was built for). */
+  /** The ranks the communicator connects (this rank's group in the view it was built for). */
   readonly members: readonly Member[];
+  readonly serves: GroupServes;
   readonly comm: CpuCommunicator;
 }
 
@@ -632,8 +778,13 @@ interface Member {
 interface Target {
   readonly generation: number;
   readonly epoch: number;
+  /** The view epoch and plan round folded into one (buildEpochOf): the build key's epoch part. */
+  readonly buildEpoch: number;
+  readonly planRound: RankGroup['planRound'];
+  readonly round: RankGroup['round'];
+  readonly serves: GroupServes;
   readonly meshRank: number;
-  /** The view's active ranks, ascending. */
+  /** This rank's group: the view's active ranks that serve what it serves, ascending. */
   readonly members: readonly Member[];
 }
 
