@@ -337,6 +337,9 @@ async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
       await new Promise((resolve) => setImmediate(resolve));
       if (rejectedTotal() === total) return { accepted: true };
       const reason = Object.keys(service.counters.rejected).find((k) => service.counters.rejected[k] !== before[k]) ?? 'rejected';
+      // A pull answer is a batch: a record refused inside a well-formed answer (the book is
+      // full, say) leaves the others taken. Only a refusal of the answer itself takes nothing.
+      if (via === 'pull' && reason !== 'malformed pull') return { accepted: true };
       return { accepted: false, reason, counted: true };
     },
     state: () => ({ records: service.records(), digest: service.digest(), plan: service.plans.current() }),
