@@ -40,27 +40,33 @@ for (const n of sizes) {
   rows.push(row);
   try {
     await until(`${n} ranks serving`, async () => (await Promise.all(cluster.nodes.map((x) => getJson(x, '/v1/rank')))).every((r) => r?.serving === true), 300_000);
-    // Baseline: one small gossip message from one node to all others.
-    for (let p = 0; p < Number(opts.probes); p++) {
+    // Baseline: one small gossip message from one node to all others — some now, and one
+    // before every timed transition, so the baseline sees the same machine as the transitions.
+    const probe = async (p: number): Promise<void> => {
       const sender = cluster.nodes[p % n]!;
       const others = cluster.nodes.filter((x) => x !== sender);
       const marks = others.map((x) => x.logs.length);
       const sent = (await post(sender, '/v1/debug/gossip-probe')) as { id: string; sentAtMs: number };
       const seen = await Promise.all(others.map((x, i) => cluster.waitForLog(x, (r) => r.msg === 'gossip probe received' && r.probeId === sent.id, 10_000, marks[i])));
       row.oneMessageMs.push(Math.max(...seen.map((r) => Number(r.receivedAtMs))) - sent.sentAtMs);
-    }
+    };
+    for (let p = 0; p < Number(opts.probes); p++) await probe(p);
     process.stderr.write(`  N=${n}: one gossip message p50 ${median(row.oneMessageMs).toFixed(2)} ms\n`);
+    const timed = async (node: ProcNode, command: string, state: string): Promise<number> => {
+      await probe(row.oneMessageMs.length);
+      return transition(cluster, node, command, state);
+    };
 
     for (let t = 0; t < trials; t++) {
       const at = (k: number) => cluster.nodes[(t + k) % n]!;
-      row.times['PAUSE idle'].push(await transition(cluster, at(0), 'pause', 'PAUSED'));
-      row.times.UNPAUSE.push(await transition(cluster, at(1), 'unpause', 'RUNNING'));
+      row.times['PAUSE idle'].push(await timed(at(0), 'pause', 'PAUSED'));
+      row.times.UNPAUSE.push(await timed(at(1), 'unpause', 'RUNNING'));
       // Under load: every rank has requests in flight and queued while it drains.
       const load = startLoad(cluster.nodes, 2);
       await until('load flowing', () => load.completed >= n * 2, 30_000);
-      row.times['PAUSE load'].push(await transition(cluster, at(2), 'pause', 'PAUSED'));
-      row.times.SUSPEND.push(await transition(cluster, at(3), 'suspend', 'SUSPENDED'));
-      row.times.RESUME.push(await transition(cluster, at(0), 'resume', 'PAUSED'));
+      row.times['PAUSE load'].push(await timed(at(2), 'pause', 'PAUSED'));
+      row.times.SUSPEND.push(await timed(at(3), 'suspend', 'SUSPENDED'));
+      row.times.RESUME.push(await timed(at(0), 'resume', 'PAUSED'));
       await transition(cluster, at(1), 'unpause', 'RUNNING');
       await load.stop();
       if (load.failed > 0) throw new Error(`${load.failed} requests failed under load (${load.lastError})`);
@@ -68,7 +74,7 @@ for (const n of sizes) {
     }
     // STOP ends the mesh, so it is timed once per size.
     await transition(cluster, cluster.nodes[0]!, 'pause', 'PAUSED');
-    row.times.STOP.push(await transition(cluster, cluster.nodes[1]!, 'stop', 'STOPPED'));
+    row.times.STOP.push(await timed(cluster.nodes[1]!, 'stop', 'STOPPED'));
     row.exitCodes = await Promise.all(cluster.nodes.map((x) => x.process.exited));
   } catch (err) {
     row.failure = (err as Error).message;
