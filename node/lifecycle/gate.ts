@@ -100,7 +100,7 @@ export class LifecycleGate implements LoopLifecycle {
       }
       this.doneFor = { generation, version, state };
       this.lastError = null;
-      if (state !== 'PAUSING') log.info({ state, version, ms: Math.round(performance.now() - startedMs) }, 'local part of the transition done');
+      log.info({ state, version, ms: Math.round(performance.now() - startedMs), atMs: performance.timeOrigin + performance.now() }, 'local part of the transition done');
     }
     // Reported again on every pass: harmless, and it repairs a report made in an epoch that
     // a view change then replaced.

@@ -121,8 +121,12 @@ async function transition(cluster: ProcCluster, node: ProcNode, command: string,
   const transient = live.map((x, i) => x.logs.slice(marks[i]).find((r) => r.msg === 'lifecycle state changed' && r.state !== state));
   if (transient.every((r) => r !== undefined)) {
     const firstRoundMs = Math.max(...transient.map((r) => Number(r!.atMs))) - startedMs;
-    const local = live.map((x, i) => x.logs.slice(marks[i]).find((r) => r.msg === 'local part of the transition done')?.ms).filter((m) => m !== undefined);
-    process.stderr.write(`    ${command} at ${node.name}: every node ${String(transient[0]!.state)} after ${firstRoundMs.toFixed(1)} ms, ${state} after ${doneMs.toFixed(1)} ms${local.length > 0 ? `; local parts ${local.join(', ')} ms` : ''}\n`);
+    const localRecords = live.map((x, i) => x.logs.slice(marks[i]).find((r) => r.msg === 'local part of the transition done'));
+    const local = localRecords.map((r) => r?.ms).filter((m) => m !== undefined);
+    const localDoneMs = localRecords.every((r) => r !== undefined) ? Math.max(...localRecords.map((r) => Number(r!.atMs))) - startedMs : null;
+    process.stderr.write(
+      `    ${command} at ${node.name}: every node ${String(transient[0]!.state)} after ${firstRoundMs.toFixed(1)} ms, local parts done after ${localDoneMs?.toFixed(1) ?? '?'} ms (${local.join(', ')} ms), ${state} after ${doneMs.toFixed(1)} ms\n`,
+    );
   }
   return doneMs;
 }
