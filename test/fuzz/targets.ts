@@ -13,7 +13,8 @@ import { BALLOT_RANK_SPAN, decode as decodeCore, encode as encodeCore, WIRE_VERS
 import { challengeSchema, helloSchema, HandshakeProtocolError, parseJson, proofSchema, resultSchema } from '../../ffi/comm/cpu/handshake.ts';
 import { decodeForwardBatch, decodeForwardReplies, encodeForwardBatch, encodeForwardReplies, forwardRequestJson } from '../../node/ingress/wire.ts';
 import { EventEmitter } from 'node:events';
-import { DemandService, type DemandDriver, type DemandTransport } from '../../node/demand/service.ts';
+import { AwakeBoard } from '../../node/demand/awake.ts';
+import { DEMAND_CHANNEL, DemandService, type DemandDriver, type DemandTransport } from '../../node/demand/service.ts';
 import { GossipProbe } from '../../node/p2p/gossip-probe.ts';
 import { openStorage } from '../../node/storage/database.ts';
 import { tempDir } from '../node/helpers.ts';
@@ -290,11 +291,12 @@ const claim = fc.record({
 async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
   const dir = tempDir('rankmesh-fuzz-demand-');
   const storage = openStorage(dir.path);
-  let deliver: ((from: string, bytes: Uint8Array) => void) | undefined;
+  const handlers = new Map<string, (from: string, bytes: Uint8Array) => void>();
+  const deliver = (from: string, bytes: Uint8Array) => handlers.get(DEMAND_CHANNEL)?.(from, bytes);
   let pullAnswer: Uint8Array | null = null;
   let pullDone: Promise<unknown> = Promise.resolve();
   const transport: DemandTransport = {
-    subscribe: (_channel, handler) => ((deliver = handler), () => (deliver = undefined)),
+    subscribe: (channel, handler) => (handlers.set(channel, handler), () => handlers.delete(channel)),
     publish: async () => ({ recipients: 0 }),
     handle: async () => undefined,
     request: async () => {
@@ -314,7 +316,7 @@ async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
       throw new Error('a spare arrives at no plan round');
     },
   } as unknown as DemandDriver;
-  const service = new DemandService({ meshId, peerId: 'self-peer-id', db: storage.db, transport, driver, log: pino({ level: 'silent' }), pollMs: 3_600_000, roundIntervalMs: 3_600_000, syncIntervalMs: 0, requestTimeoutMs: 1000 });
+  const service = new DemandService({ meshId, peerId: 'self-peer-id', db: storage.db, transport, driver, log: pino({ level: 'silent' }), pollMs: 3_600_000, roundIntervalMs: 3_600_000, syncIntervalMs: 3_600_000, requestTimeoutMs: 1000 });
   await service.start();
   const rejectedTotal = () => Object.values(service.counters.rejected).reduce((a, b) => a + b, 0);
   const summary = (digest: string) => encodeDemandMessage({ type: 'summary', meshId, digest, records: 1, plan: null });
@@ -325,12 +327,12 @@ async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
       const total = rejectedTotal();
       if (via === 'gossip') {
         pullAnswer = null;
-        deliver?.('p', bytes);
+        deliver('p', bytes);
       } else {
         // A summary whose digest differs makes the service pull from its sender (a new peer
         // each time: one pull per peer per sync interval); the answer is the input.
         pullAnswer = bytes;
-        deliver?.(`peer-${++peers}`, summary('ffff'));
+        deliver(`peer-${++peers}`, summary('ffff'));
       }
       // The pull's continuation runs once its request resolves: one turn of the event loop.
       await pullDone;
@@ -355,6 +357,38 @@ const demandRecordMessage = (r: unknown) => JSON.parse(text(encodeDemandMessage(
 const pullAnswer = fc.record({
   records: fc.array(demandRecord, { maxLength: 3 }),
   plan: fc.option(fc.record({ generation: fc.nat(2), epoch: fc.nat(3), seq: fc.integer({ min: 1, max: 3 }), assignment: fc.array(fc.tuple(fc.nat(3), fc.option(fc.constantFrom('chat', 'default'), { nil: null })), { maxLength: 4 }), demand: fc.array(fc.record({ pipeline: fc.constantFrom('chat'), remaining: fc.nat(9), priority: fc.nat(3) }), { maxLength: 2 }) }), { nil: null }),
+});
+
+// ---- the awake board (ranks report which pipeline they serve) ----
+
+function awakeHarness(): Harness {
+  let deliver: ((from: string, bytes: Uint8Array) => void) | undefined;
+  const board = new AwakeBoard({ meshId, peerId: 'self', transport: { subscribe: (_c, handler) => ((deliver = handler), () => (deliver = undefined)), publish: async () => ({ recipients: 0 }) }, intervalMs: 3_600_000, log: pino({ level: 'silent' }) });
+  board.start();
+  const ignored = () => board.ignored.malformed + board.ignored.stale;
+  return {
+    feed(bytes) {
+      const before = { ...board.ignored };
+      const total = ignored();
+      deliver?.('p', bytes);
+      if (ignored() === total) return { accepted: true };
+      return { accepted: false, reason: board.ignored.malformed > before.malformed ? 'malformed' : 'stale', counted: true };
+    },
+    // What the board answers about the sender's ranks, for each pipeline the inputs name.
+    state: () => [null, 'chat', 'default'].map((pipeline) => board.awake(pipeline as string, [0, 1, 2, 3], null, () => 'p')),
+    close: () => board.stop(),
+  };
+}
+
+const awakeReport = fc.record({
+  v: fc.constant(1),
+  meshId: mostly(meshId, 'other'),
+  boot: fc.nat(2),
+  seq: fc.nat(5),
+  rank: fc.nat(3),
+  pipeline: fc.option(fc.constantFrom('chat', 'default'), { nil: null }),
+  round: fc.option(fc.record({ generation: fc.nat(2), epoch: fc.nat(2), seq: fc.nat(2) }), { nil: null }),
+  serving: fc.boolean(),
 });
 
 // ---- the gossip probe (a diagnostic channel) ----
@@ -444,6 +478,7 @@ export const decoderTargets: FuzzTarget[] = [
   pureDecoder('data-plane handshake result', inputsLike(fc.oneof(fc.record({ ok: fc.constant(true), proof: hex64 }), fc.record({ ok: fc.constant(false), code: fc.constantFrom('auth', 'busy'), reason: fc.string({ maxLength: 20 }) }))), (bytes) => refusing(HandshakeProtocolError, () => parseJson(resultSchema, bytes))),
   { name: 'demand gossip → demand service', input: inputsLike(fc.oneof(demandRecord.map(demandRecordMessage), fc.constant(JSON.parse(text(encodeDemandMessage({ type: 'summary', meshId, digest: 'abcd', records: 2, plan: { generation: 1, epoch: 1, seq: 1 } }))) as unknown))), open: () => demandHarness('gossip') },
   { name: 'demand pull answer → demand service', input: inputsLike(pullAnswer), open: () => demandHarness('pull') },
+  { name: 'awake report → awake board', input: inputsLike(awakeReport), open: awakeHarness },
   { name: 'gossip probe', input: inputsLike(fc.record({ id: fc.constantFrom(...probeIds), sentAtMs: fc.double({ min: 0, max: 2e12, noNaN: true }) })), open: probeHarness },
   ...Object.keys(channelValidators).map((channel) => ({
     name: `gossip validator '${channel}' → peer guard`,
