@@ -371,7 +371,7 @@ export class RankHost {
    * RankInputError or RankBusyError before anything is queued; RankDeadlineError or
    * RankFailedError after.
    */
-  async infer(req: InferRequest): Promise<InferResult> {
+  async infer(req: InferRequest, options: { readonly timeoutMs?: number } = {}): Promise<InferResult> {
     const engine = this.engine;
     const view = this.currentView();
     if (this.state.code !== 'started' || engine === undefined) throw new RankNotReadyError('the node is not started');
@@ -401,7 +401,7 @@ export class RankHost {
     if (loop.queueLength >= capacity) throw new RankBusyError(`rank ${target.meshRank} has ${capacity} requests queued, its limit`, 1);
     const pending = loop.submit(request);
     this.counts.accepted += 1;
-    const timeoutMs = this.options.settings.rankRequestTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? this.options.settings.rankRequestTimeoutMs;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new RankDeadlineError(`no result within ${timeoutMs} ms; the request stays queued on rank ${target.meshRank}`)), timeoutMs);

@@ -23,7 +23,11 @@ export interface RankGroup {
   /**
    * The plan round within the view's epoch that the group comes from: the plan's seq when the
    * plan is of this view's generation and epoch, else 0 (no plan yet in this epoch: the last
-   * one carries over). Never decreases while the view stays, so build keys only grow.
+   * one carries over). The one group of every rank is round 0 while the plan has never given
+   * any rank a pipeline (no demand yet), so ranks connect it without first agreeing on a plan
+   * round. Once a plan gave ranks pipelines it keeps them when demand ends (the planner leaves
+   * ranks where they are), so the one group after demand is keyed by its round. Never
+   * decreases while the view stays, so build keys only grow.
    */
   readonly planRound: number;
   /** The plan's (generation, epoch, seq), or null when this node holds none. */
@@ -40,7 +44,8 @@ export const PLAN_ROUNDS_MAX = 1_000_000;
 export function groupOf(plan: AgreedPlan | null, view: { readonly generation: number; readonly epoch: number }, activeRanks: readonly number[], meshRank: number): RankGroup {
   const round = plan === null ? null : { generation: plan.generation, epoch: plan.epoch, seq: plan.seq };
   const planRound = plan !== null && plan.generation === view.generation && plan.epoch === view.epoch ? Math.min(plan.seq, PLAN_ROUNDS_MAX - 1) : 0;
-  if (!routesByPlan(plan)) return { serves: { kind: 'all' }, ranks: [...activeRanks], planRound, round };
+  const everAssigned = plan?.assignment.some(([, x]) => x !== null) ?? false;
+  if (!routesByPlan(plan)) return { serves: { kind: 'all' }, ranks: [...activeRanks], planRound: everAssigned ? planRound : 0, round };
   const assigned = new Map(plan.assignment);
   const mine = assigned.get(meshRank) ?? null;
   const ranks = activeRanks.filter((r) => (assigned.get(r) ?? null) === mine);

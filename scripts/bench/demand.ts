@@ -1,8 +1,9 @@
 // Demand benchmark on 8 real ranks (in-process nodes: scripts/lib/inproc-mesh.ts — full
 // runtimes over loopback libp2p, one process). Two scenarios: 2 and 4 pipelines with uneven
 // demand signalled at the same moment at different nodes. Measured:
-//  - time from each demand signal to the first plan round that assigns its pipeline a rank:
-//    the node's own figure (waitedMs: from the record's open to the 201) and the client's
+//  - time from each demand signal to the first awake rank of its pipeline (a plan round
+//    assigned it and the rank reports serving it: drained, the pipeline's model loaded, its
+//    group's communicator up): the node's own figure (waitedMs: from the record's open to the 201) and the client's
 //    round trip of the POST (which adds this one process's HTTP queueing) — beside the
 //    baseline measured in the same run on the same mesh: one barrier round over the 8 ranks;
 //  - the gap, in points, between each pipeline's share of ranks and its share of remaining
@@ -47,7 +48,7 @@ const pipelineNames = scenarios.flatMap((s, i) => Array.from({ length: trials },
 
 interface Row {
   scenario: string;
-  /** The node's figure: record opened → a completed plan round assigns a rank (waitedMs). */
+  /** The node's figure: record opened → an assigned rank reports serving the pipeline (waitedMs). */
   firstRankMs: number[];
   /** The client's POST round trip. */
   roundTripMs: number[];
@@ -94,7 +95,7 @@ try {
 }
 
 console.log(`\ndemand on ${ranks} in-process ranks; baseline: one barrier round p50 ${median(baselineMs).toFixed(1)} ms`);
-console.log('| scenario | time to first rank p50 / max (ms) | × one barrier round (p50 of this scenario\'s baselines) | POST round trip p50 (ms) | gap at plan rounds p50 / max (points) | max before the last 10 % of the work | rounds overtaken by a completion | gap sampled p50 / max (points) | samples within 10 points | plan rounds | run (s) |');
+console.log('| scenario | time to first awake rank p50 / max (ms) | × one barrier round (p50 of this scenario\'s baselines) | POST round trip p50 (ms) | gap at plan rounds p50 / max (points) | max before the last 10 % of the work | rounds overtaken by a completion | gap sampled p50 / max (points) | samples within 10 points | plan rounds | run (s) |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const ratio = median(r.firstRankMs) / median(r.baselineMs);

@@ -150,4 +150,39 @@ describe('pipelines switching ranks on four real nodes', () => {
     // No request failed anywhere: every one was answered once, as done.
     for (const n of mesh.nodes) expect(n.runtime.ingress.counters.failed).toBe(0);
   }, 40_000);
+
+  test('new demand takes ranks from a busy pipeline: its queued requests are given back and finish on its remaining ranks', async () => {
+    const results: { pipeline: string; i: number; status: number; json: any }[] = [];
+    let sending = true;
+    let next = 0;
+    // Several requests in flight per node keep the queues of b's ranks non-empty when they move.
+    const workers = [...mesh.nodes, ...mesh.nodes, ...mesh.nodes].map(async (node) => {
+      while (sending) {
+        const i = next++ % inputs.length;
+        results.push({ pipeline: 'b', i, ...(await call(node, 'POST', '/v1/generate', { input: inputs[i], pipeline: 'b' })) });
+      }
+    });
+    await waitFor('b requests flowing', () => results.length >= 8, 10_000);
+    const ra = await call(mesh.nodes[1]!, 'POST', '/v1/pipelines/a/demand', { steps: 1000, id: 'sw-a2', timeoutMs: 15_000 });
+    expect(ra.status).toBe(201);
+    expect(ra.json.awake.length).toBeGreaterThan(0);
+    await waitFor('two ranks each again, every group serving', () => {
+      const p = agreedPlan();
+      return p !== null && ranksOf(p, 'a').length === 2 && ranksOf(p, 'b').length === 2 && groupsServing(p);
+    }, 20_000);
+    const plan = agreedPlan()!;
+    const atSwitch = results.length;
+    await waitFor('more b requests answered after the switch', () => results.length >= atSwitch + 8, 10_000);
+    const aAnswers = await Promise.all(Array.from({ length: 6 }, (_, i) => call(mesh.nodes[i % 4]!, 'POST', '/v1/generate', { input: inputs[i], pipeline: 'a' }).then((r) => ({ pipeline: 'a', i, ...r }))));
+    sending = false;
+    await Promise.all(workers);
+    for (const r of [...results, ...aAnswers]) {
+      expect([r.pipeline, r.i, r.status, r.json.status]).toEqual([r.pipeline, r.i, 200, 'done']);
+      expect([r.pipeline, r.i, r.json.output]).toEqual([r.pipeline, r.i, want[r.pipeline]![r.i]]);
+    }
+    for (const r of aAnswers) expect(ranksOf(plan, 'a')).toContain(r.json.rank);
+    for (const n of mesh.nodes) expect(n.runtime.ingress.counters.failed).toBe(0);
+    const givenBack = mesh.nodes.reduce((s, n) => s + n.runtime.rank.rankStatus().givenBack, 0);
+    console.log(`b requests across the switch: ${results.length}; given back by switching ranks and re-dispatched: ${givenBack}`);
+  }, 40_000);
 });
