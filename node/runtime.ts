@@ -307,6 +307,7 @@ export class Runtime {
             dedupeEntries: config.ingressDedupeEntries,
             // Answer "pending" well before the transport's own request timeout ends the stream.
             holdMs: Math.max(1, Math.floor(config.requestTimeoutMs / 2)),
+            resultTimeoutMs: config.ingressRequestTimeoutMs,
             log: log.child({ component: 'forward' }),
           });
     await forwards?.start();

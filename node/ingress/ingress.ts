@@ -112,6 +112,8 @@ const RANK_FAILURES_MAX = 3;
 /** Back-off before a refused or broken request is dispatched again: base × 2^k, capped. */
 const RETRY_BASE_MS = 25;
 const RETRY_MAX_MS = 1000;
+/** Pause before asking a rank again about a request it reported still queued past its deadline. */
+const DEADLINE_POLL_MS = 200;
 const MODES: readonly RequestMode[] = ['sync', 'async'];
 /** Forward exchanges unanswered per rank, at most; more requests wait and go in the next batch. */
 const FORWARD_EXCHANGES_MAX = 4;
@@ -131,6 +133,7 @@ export class Ingress {
   private readonly pipelines: ReadonlySet<string>;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private retryAtMs = Infinity;
+  private pumpScheduled = false;
   private readonly onView = (): void => this.followView();
   private readonly onLifecycle = (): void => this.followLifecycle();
 
@@ -455,6 +458,21 @@ export class Ingress {
     if (earliestMs < Infinity) this.scheduleRetry(earliestMs - nowMs);
   }
 
+  /**
+   * pump() on the next turn of the event loop. A reply can come back without ever leaving
+   * the microtask queue (this node's own rank answering from its table), and pumping at
+   * once would then send, answer and pump again in one unbroken chain of microtasks that
+   * starves timers, sockets and signals; one macrotask per round keeps the node responsive.
+   */
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
   private enqueue(slot: Slot, t: Tracked): void {
     t.slot = slot;
     t.inflight = false;
@@ -493,7 +511,7 @@ export class Ingress {
         else delivery = { kind: 'reply', reply: replies[i]! };
         this.onReply(t, slot, sends[i]!, delivery);
       });
-      this.pump();
+      this.pumpSoon();
     });
   }
 
@@ -519,6 +537,20 @@ export class Ingress {
     }
   }
 
+  /** Asks the same rank again after DEADLINE_POLL_MS, if the request is still waiting on it. */
+  private pollLater(slot: Slot, t: Tracked): void {
+    const send = t.send;
+    slot.inflight.add(t);
+    t.inflight = true;
+    setTimeout(() => {
+      if (this.tracked.get(t.id) !== t || t.send !== send || t.slot !== slot || this.state.code !== 'started') return;
+      slot.inflight.delete(t);
+      t.inflight = false;
+      this.poll(slot, t);
+      this.pump();
+    }, DEADLINE_POLL_MS);
+  }
+
   /** Asks the same rank again with the next batch; it answers from its dedupe table. */
   private poll(slot: Slot, t: Tracked): void {
     t.polling = true;
@@ -538,8 +570,9 @@ export class Ingress {
       case 'bad-request':
         return this.finish(t, { status: 'failed', errorCode: 'bad-input', errorMessage: `rank ${slot.rank} refused the input: ${reply.message}` });
       case 'deadline':
-        // Still queued on that rank: ask it again rather than run it elsewhere too.
-        return this.poll(slot, t);
+        // Still queued on that rank: ask it again (after a pause: the rank answered at once,
+        // so asking at once would only spin) rather than run it elsewhere too.
+        return this.pollLater(slot, t);
       case 'no-rank':
       case 'not-ready':
       case 'busy':

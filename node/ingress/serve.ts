@@ -12,7 +12,7 @@ import { decodeForwardBatch, encodeForwardReplies, FORWARD_REQUEST, type Forward
 
 export interface ForwardServerOptions {
   readonly transport: Pick<Transport, 'handle'>;
-  readonly rank: { infer(req: InferRequest): Promise<InferResult> };
+  readonly rank: { infer(req: InferRequest, options?: { readonly timeoutMs?: number }): Promise<InferResult> };
   /** Request ids remembered with their answer, at most. */
   readonly dedupeEntries: number;
   /**
@@ -20,6 +20,13 @@ export interface ForwardServerOptions {
    * "pending"; below the transport's request timeout, so a slow result never breaks the stream.
    */
   readonly holdMs: number;
+  /**
+   * Longest a forwarded request's run waits for its result on this rank (the ingress's own
+   * request deadline). A run's answer is what every later ask of the id gets, so it must be
+   * the request's real outcome — not a shorter wait's "no result yet", which would answer
+   * every re-ask at once while the request still sits in the queue.
+   */
+  readonly resultTimeoutMs: number;
   readonly log: Logger;
 }
 
@@ -91,7 +98,7 @@ export class ForwardServer {
   private async run(id: string, pipeline: string, input: readonly number[]): Promise<ForwardReply> {
     this.counters.runs++;
     try {
-      const result = await this.options.rank.infer({ id, pipeline, input });
+      const result = await this.options.rank.infer({ id, pipeline, input }, { timeoutMs: Math.min(this.options.resultTimeoutMs, TIMER_MS_MAX) });
       return { kind: 'done', id, output: [...result.output], rank: result.rank, epoch: result.epoch };
     } catch (err) {
       const reply = toReply(id, err);
@@ -112,6 +119,9 @@ export class ForwardServer {
     }
   }
 }
+
+/** Longest delay a timer takes (larger ones fire at once). */
+const TIMER_MS_MAX = 2 ** 31 - 1;
 
 /** A request's answer: pending until `promise` settles, then also in `reply`. */
 interface Answer {

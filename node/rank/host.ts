@@ -368,7 +368,8 @@ export class RankHost {
 
   /**
    * Runs one request on this node's rank. Throws NoRankError, RankNotReadyError,
-   * RankInputError or RankBusyError before anything is queued; RankDeadlineError or
+   * RankInputError or RankBusyError before anything is queued; RankDeadlineError (no result
+   * within options.timeoutMs, default rankRequestTimeoutMs; the request stays queued) or
    * RankFailedError after.
    */
   async infer(req: InferRequest, options: { readonly timeoutMs?: number } = {}): Promise<InferResult> {

@@ -15,10 +15,9 @@ const nftReason = skipReason ?? nftUnavailableReason();
 if (skipReason !== undefined) console.log(`test/chaos: skipped, ${skipReason}`);
 else if (nftReason !== undefined) console.log(`test/chaos: the one-way loss scenario is skipped, ${nftReason}`);
 
-// Requests enter through each node's rank by default. CHAOS_DOOR=generate sends them through
-// the edge (POST /v1/generate) instead; see the README's Chaos section for why that is not the
-// default yet.
-const door: LoadDoor = process.env.CHAOS_DOOR === 'generate' ? 'generate' : 'rank';
+// Requests enter through the edge (POST /v1/generate, followed to their end) at every node by
+// default; CHAOS_DOOR=rank sends them to each node's own rank instead (/v1/rank/infer).
+const door: LoadDoor = process.env.CHAOS_DOOR === 'rank' ? 'rank' : 'generate';
 const seed = Number(process.env.SEED ?? Date.now() % 100_000);
 const nodes = 5;
 const ingressRequestTimeoutMs = 30_000;
