@@ -703,7 +703,8 @@ export class RankHost {
     const target = this.targetOf(this.currentView());
     if (target === null) return onReport(null);
     const s = this.serving;
-    const serving = this.isServing() && s !== null && sameServes(s.serves, target.serves) && sameMembers(s.members, target.members);
+    // A rank whose group grows keeps serving its pipeline on the old communicator meanwhile: awake.
+    const serving = this.isServing() && s !== null && sameServes(s.serves, target.serves);
     onReport({ rank: target.meshRank, pipeline: target.serves.kind === 'one' ? target.serves.pipeline : null, round: target.round, serving });
   }
 
