@@ -104,6 +104,13 @@ describe('pipelines switching ranks on four real nodes', () => {
       expect([r.i, r.json.output]).toEqual([r.i, want[r.pipeline]![r.i]]);
       expect(ranksOf(plan, r.pipeline)).toContain(r.json.rank);
     }
+    // A rank refuses another pipeline's request outright (nothing queued): the ingress sends it on.
+    const aRank = mesh.nodes.find((n) => n.runtime.rank.rankStatus().serves === 'a')!;
+    const accepted = aRank.runtime.rank.rankStatus().requests.accepted;
+    const refused = await call(aRank, 'POST', '/v1/rank/infer', { input: inputs[0], pipeline: 'b' });
+    expect(refused.status).toBe(503);
+    expect(refused.json.error.message).toMatch(/serves a .*not pipeline b/);
+    expect(aRank.runtime.rank.rankStatus().requests.accepted).toBe(accepted);
   }, 40_000);
 
   test('closing one pipeline moves its ranks to the other: nothing lost, nothing on the wrong model', async () => {
