@@ -187,6 +187,8 @@ export class RankHost {
    * loop's queue holds only requests this accepts. Undefined before the first build.
    */
   private queueServes: GroupServes | undefined;
+  /** How long the last plan-round retirement took: the iteration in flight, then closing the links. */
+  private lastRetire: { drainMs: number; closeMs: number } | null = null;
   private readonly onPlan = (): void => this.kick();
   // Following views: kick() marks work to do; one reconcile run at a time does it.
   private dirty = false;
@@ -660,6 +662,7 @@ export class RankHost {
   private async retireGently(serving: Serving, reason: string): Promise<void> {
     this.serving = null;
     this.report();
+    const startedMs = performance.now();
     const loop = this.loop;
     if (loop !== undefined) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -669,9 +672,11 @@ export class RankHost {
       await Promise.race([loop.stop(), drained]);
       clearTimeout(timer);
     }
+    const drainedMs = performance.now();
     serving.comm.abort(reason);
     await loop?.stop();
     await serving.comm.close();
+    this.lastRetire = { drainMs: Math.round(drainedMs - startedMs), closeMs: Math.round(performance.now() - drainedMs) };
   }
 
   /**
@@ -692,8 +697,9 @@ export class RankHost {
     const previous = this.queueServes;
     this.queueServes = target.serves;
     if (previous !== undefined) {
-      log.info({ epoch: target.epoch, planRound: target.planRound, rank: target.meshRank, from: describeServes(previous), to: describeServes(target.serves), modelFrom: from, modelTo: engine.pipeline, givenBack: queued, ms: Math.round(performance.now() - startedMs) }, 'switched pipelines');
+      log.info({ epoch: target.epoch, planRound: target.planRound, rank: target.meshRank, from: describeServes(previous), to: describeServes(target.serves), modelFrom: from, modelTo: engine.pipeline, givenBack: queued, ...this.lastRetire, swapMs: Math.round(performance.now() - startedMs) }, 'switched pipelines');
     }
+    this.lastRetire = null;
   }
 
   /** Tells onReport what this rank serves and whether it serves now. */
