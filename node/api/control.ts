@@ -154,7 +154,16 @@ export async function issueAndWait(driver: ControlDriver, kind: CommandKind, id:
     return { command: kind, id: cid, state: info.state, target, version: info.version, epoch: info.epoch, tookMs: Math.round(performance.now() - startedMs), noop };
   };
   if (core.view() === null) throw new ApiError(503, 'no-view', 'this node has not joined a mesh yet (no committed view); try again once GET /v1/view answers');
-  const check = core.checkCommand(kind);
+  let check = core.checkCommand(kind);
+  // A node without a rank learns the agreed state from the ranks' heartbeats, so right after
+  // a transition it may lag by a heartbeat: give it that long to catch up before refusing.
+  if (!check.ok && core.rank() < 0) {
+    const untilMs = performance.now() + Math.min(timeoutMs, HEARD_LAG_MS);
+    while (!check.ok && performance.now() < untilMs) {
+      await lifecycleChangeWithin(driver, untilMs - performance.now());
+      check = core.checkCommand(kind);
+    }
+  }
   if (!check.ok) throw illegal(core.lifecycleState(), check.allowed, check.reason);
   if (check.noop && core.lifecycleState() === target) return outcome(id ?? '-', true);
 
@@ -194,6 +203,22 @@ export async function issueAndWait(driver: ControlDriver, kind: CommandKind, id:
     }, timeoutMs);
     driver.on('lifecycle', onLifecycle);
     driver.on('commandDropped', onDropped);
+  });
+}
+
+/** How long a node without a rank may lag the ranks' agreed state (a few heartbeats). */
+const HEARD_LAG_MS = 1500;
+
+/** Resolves on the driver's next lifecycle change, or after `ms`. */
+function lifecycleChangeWithin(driver: ControlDriver, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      driver.off('lifecycle', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    driver.on('lifecycle', done);
   });
 }
 

@@ -118,7 +118,7 @@ export function decodeJoinState(bytes: Uint8Array): JoinState {
   } catch {
     throw new JoinStateError('state is not valid JSON');
   }
-  if (typeof outer.body !== 'string' || typeof outer.sha256 !== 'string') throw new JoinStateError('state has no body or checksum');
+  if (typeof outer !== 'object' || outer === null || typeof outer.body !== 'string' || typeof outer.sha256 !== 'string') throw new JoinStateError('state has no body or checksum');
   if (sha256(outer.body) !== outer.sha256) throw new JoinStateError('state checksum does not match its body');
   let s: JoinState;
   try {
@@ -127,6 +127,7 @@ export function decodeJoinState(bytes: Uint8Array): JoinState {
     throw new JoinStateError('state body is not valid JSON');
   }
   const ints = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isInteger(x) && x >= 0);
+  if (typeof s !== 'object' || s === null) throw new JoinStateError('state is missing fields');
   if (!Number.isInteger(s.generation) || !Number.isInteger(s.epoch) || !Number.isInteger(s.sourceRank) || !ints(s.meshRanks) || typeof s.modelDigest !== 'string' || !ints(s.engine?.placement) || !Number.isInteger(s.engine?.iteration)) {
     throw new JoinStateError('state is missing fields');
   }
