@@ -49,8 +49,9 @@ export interface BarrierInfo {
 }
 
 export interface BarrierHooks {
-  gossip(name: string, seq: number, payload: string): void;
-  direct(to: string, name: string, seq: number, payload: string): void;
+  /** `answer`: sent because a peer still announced a round this node completed; receivers never answer it. */
+  gossip(name: string, seq: number, payload: string, answer: boolean): void;
+  direct(to: string, name: string, seq: number, payload: string, answer: boolean): void;
   completed(result: BarrierResult): void;
 }
 
@@ -118,7 +119,7 @@ export class Barriers {
     round.arrivals.set(this.selfRank, payload);
     round.lastSentTick = now;
     this.lastSeq.set(name, Math.max(seq, this.lastSeq.get(name) ?? 0));
-    this.hooks.gossip(name, seq, payload);
+    this.hooks.gossip(name, seq, payload, false);
     this.check(round);
   }
 
@@ -137,8 +138,11 @@ export class Barriers {
     return (this.rounds.get(key(name, seq))?.arrivals.size ?? 0) > 0;
   }
 
-  /** An arrival from peer `from`; returns a refusal reason or null. */
-  onArrive(from: string, name: string, seq: number, payload: string, now: number): string | null {
+  /**
+   * An arrival from peer `from` (`answer`: the peer completed the round and answers an
+   * announcement; it waits for nothing, so it is not answered); returns a refusal reason or null.
+   */
+  onArrive(from: string, name: string, seq: number, payload: string, now: number, answer = false): string | null {
     const rank = this.rankOf.get(from);
     if (rank === undefined) return 'barrier arrival from a peer without a rank';
     if (barrierProblem(name, payload)) return 'malformed barrier arrival';
@@ -151,11 +155,15 @@ export class Barriers {
     if (held !== undefined && held !== payload) return 'conflicting barrier arrival';
     if (held === undefined) round.arrivals.set(rank, payload);
     if (round.done) {
-      // The peer is still announcing, so it may still wait for our arrival: answer it.
-      const last = round.answered.get(from) ?? -Infinity;
-      if (round.mine !== null && now - last >= this.retransmitTicks) {
+      // The peer is still announcing, so it may still wait for our arrival: answer it —
+      // directly the first time, by gossip after that (a peer that announces again may not
+      // have got the direct answer: this node may have no address for it, while gossip
+      // reaches it through whoever relays its announcements).
+      const last = round.answered.get(from);
+      if (!answer && round.mine !== null && now - (last ?? -Infinity) >= this.retransmitTicks) {
         round.answered.set(from, now);
-        this.hooks.direct(from, name, seq, round.mine);
+        if (last === undefined) this.hooks.direct(from, name, seq, round.mine, true);
+        else this.hooks.gossip(name, seq, round.mine, true);
       }
       return null;
     }
@@ -168,7 +176,7 @@ export class Barriers {
     for (const round of this.rounds.values()) {
       if (round.done || round.mine === null || now - round.lastSentTick < this.retransmitTicks) continue;
       round.lastSentTick = now;
-      this.hooks.gossip(round.name, round.seq, round.mine);
+      this.hooks.gossip(round.name, round.seq, round.mine, false);
     }
   }
 

@@ -96,6 +96,15 @@ export class Membership {
     // Continuity breaks on a new incarnation or a silence long enough to be more than a few
     // lost heartbeats: twice the suspicion timeout.
     if (info.bootId !== bootId || now - info.lastHeardTick > 2 * this.config.suspectTicks) info.heardSinceTick = now;
+    if (info.bootId !== bootId) {
+      // A new incarnation says nothing yet: what the old one announced (ready, its role, its
+      // reports) must not carry over until the new one's own heartbeat says it.
+      info.ready = false;
+      info.role = 'forming';
+      info.rememberedRank = -1;
+      info.closeRequested = false;
+      info.reports = [];
+    }
     info.bootId = bootId;
     info.lastHeardTick = now;
     info.generation = generation;

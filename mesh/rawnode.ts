@@ -413,6 +413,11 @@ export class RawNode {
     if (!isCommandKind(kind)) throw new LifecycleError(`unknown command ${JSON.stringify(kind)} (one of PAUSE, UNPAUSE, SUSPEND, RESUME, STOP)`);
     const cid = id ?? `${this.config.bootId}.${++this.commandCounter}`;
     if (!/^[A-Za-z0-9._:+=-]{1,64}$/.test(cid)) throw new LifecycleError(`command id must be 1..64 characters of A-Z a-z 0-9 . _ : + = -, got ${JSON.stringify(cid)}`);
+    // Peers refuse a command whose default-form id (<bootId>.<n>) names another incarnation
+    // (it would take that id from its owner): refuse it here too, rather than hold a command
+    // nobody will apply.
+    const owner = this.commandIdOwner(cid);
+    if (owner !== null && owner !== this.config.self) throw new LifecycleError(`command id ${cid} names another node's incarnation (ids of the form <bootId>.<n> belong to that incarnation); choose another id`);
     if (this.appliedIds.has(cid) || this.pendingCommands.has(cid)) return cid;
     if (this.pendingCommands.size >= PENDING_COMMANDS_MAX) throw new LifecycleError(`${PENDING_COMMANDS_MAX} commands are already waiting to be applied`);
     this.pendingCommands.set(cid, { command: { kind, id: cid }, firstTick: this.now, own: true, lastSentTick: this.now });
@@ -683,7 +688,7 @@ export class RawNode {
         const heard = this.membership.peers.get(from)?.bootId;
         const holder = view.ranks.find((h) => h?.peerId === from);
         if (heard !== undefined && holder && heard !== holder.bootId) return this.reject('barrier arrival from a replaced incarnation');
-        const refused = this.barrierSet.onArrive(from, body.name, body.seq, body.payload, this.now);
+        const refused = this.barrierSet.onArrive(from, body.name, body.seq, body.payload, this.now, body.answer === true);
         return refused ? this.reject(refused) : undefined;
       }
       case 'cmd': {
@@ -804,8 +809,8 @@ export class RawNode {
     this.lastControlKey = '';
     this.syncWanted = false;
     return new Barriers(view, rank, this.config.retransmitTicks, {
-      gossip: (name, seq, payload) => this.gossip({ type: 'arrive', name, seq, payload }),
-      direct: (to, name, seq, payload) => this.direct(to, { type: 'arrive', name, seq, payload }),
+      gossip: (name, seq, payload, answer) => this.gossip({ type: 'arrive', name, seq, payload, ...(answer ? { answer } : {}) }),
+      direct: (to, name, seq, payload, answer) => this.direct(to, { type: 'arrive', name, seq, payload, ...(answer ? { answer } : {}) }),
       completed: (result) => this.barrierCompleted(result),
     });
   }

@@ -111,6 +111,8 @@ const bodySchema = z.discriminatedUnion('type', [
     name: id(64),
     seq: z.int().min(1).max(U31),
     payload: z.string().max(BARRIER_PAYLOAD_BYTES_MAX),
+    /** Sent by a node that already completed the round, answering a peer still announcing it: never answered. */
+    answer: z.literal(true).optional(),
   }),
   /** Gossip, re-sent by its issuer until applied: a lifecycle command issued at any node. */
   z.strictObject({ type: z.literal('cmd'), kind: commandKindSchema, id: id(64) }),

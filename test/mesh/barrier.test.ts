@@ -90,15 +90,32 @@ describe('Barriers', () => {
     expect(sent.length).toBe(3);
   });
 
-  test('a node that completed answers a peer still announcing with its own arrival (rate-limited)', () => {
+  test('a node that completed answers a peer still announcing with its own arrival: directly, then by gossip (rate-limited)', () => {
     const { b, sent } = make(0);
     b.arrive('x', 1, 'A', 0);
     b.onArrive('c', 'x', 1, 'C', 0);
     b.onArrive('d', 'x', 1, 'D', 0);
+    const before = sent.length;
     b.onArrive('c', 'x', 1, 'C', 5);
     b.onArrive('c', 'x', 1, 'C', 6);
     b.onArrive('c', 'x', 1, 'C', 9);
-    expect(sent.filter((s) => s.to === 'c').map((s) => s.payload)).toEqual(['A', 'A']);
+    b.onArrive('c', 'x', 1, 'C', 13);
+    // A direct answer first; the peer kept announcing, so the next answer goes by gossip.
+    expect(sent.slice(before).map((s) => [s.to, s.payload])).toEqual([
+      ['c', 'A'],
+      [null, 'A'],
+      [null, 'A'],
+    ]);
+  });
+
+  test('an answer is never answered, so two nodes that completed a round do not keep answering each other', () => {
+    const { b, sent } = make(0);
+    b.arrive('x', 1, 'A', 0);
+    b.onArrive('c', 'x', 1, 'C', 0);
+    b.onArrive('d', 'x', 1, 'D', 0);
+    const before = sent.length;
+    for (let now = 10; now < 100; now += 5) expect(b.onArrive('c', 'x', 1, 'C', now, true)).toBeNull();
+    expect(sent.length).toBe(before);
   });
 
   test('seqs default to one past the last arrival; bad input throws BarrierError and changes nothing', () => {

@@ -37,9 +37,14 @@ describe('Megatron lifecycle test, leader-free', () => {
 
   test('a double PAUSE (two issuers, one duplicated id) is harmless: one PAUSING, one PAUSED', () => {
     const f = watched(4, 102);
-    const id = f.cluster.node('p0').core!.command('PAUSE');
+    // An operator's retry at another node reuses its own id; a default id (<bootId>.<n>) of
+    // another incarnation is refused at once, as its peers would refuse it.
+    const id = f.cluster.node('p0').core!.command('PAUSE', 'ops-pause-7');
     f.cluster.node('p2').core!.command('PAUSE');
     f.cluster.node('p3').core!.command('PAUSE', id);
+    const foreign = f.cluster.node('p2').core!.lifecycle().pending.find((c) => c.id !== id)?.id;
+    expect(foreign).toBeDefined();
+    expect(() => f.cluster.node('p3').core!.command('PAUSE', foreign)).toThrow(/another node's incarnation/);
     expect(waitAll(f, 'PAUSED')).toBeGreaterThanOrEqual(0);
     f.cluster.node('p1').core!.command('PAUSE');
     f.cluster.runTicks(30);
