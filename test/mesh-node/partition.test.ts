@@ -35,7 +35,9 @@ test('2|3 split: the majority commits without the minority, the minority commits
       const view = mesh.view(n);
       return view !== null && view.epoch > 1 && activeMembers(view).every((p) => !minorityPeers.has(p));
     }),
-    20_000,
+    // Three of five cannot take the fast path (it needs four identical votes), so a classic
+    // round decides; on a loaded CI machine that has taken over 20 s once.
+    45_000,
   );
   const cut = mesh.view(majority[0]!)!;
   for (const node of majority) expect(mesh.view(node)).toEqual(cut);
