@@ -38,6 +38,7 @@ for (const n of sizes) {
   const cluster = await ProcCluster.start({ nodes: n, env: { RANKMESH_CLOSED_GRACE_MS: '1000' } });
   const row: Row = { nodes: n, oneMessageMs: [], times: Object.fromEntries(kinds.map((k) => [k, []])) as unknown as Row['times'], exitCodes: [] };
   rows.push(row);
+  let load: Load | undefined;
   try {
     await until(`${n} ranks serving`, async () => (await Promise.all(cluster.nodes.map((x) => getJson(x, '/v1/rank')))).every((r) => r?.serving === true), 300_000);
     // Baseline: one small gossip message from one node to all others — some now, and one
@@ -62,14 +63,16 @@ for (const n of sizes) {
       row.times['PAUSE idle'].push(await timed(at(0), 'pause', 'PAUSED'));
       row.times.UNPAUSE.push(await timed(at(1), 'unpause', 'RUNNING'));
       // Under load: every rank has requests in flight and queued while it drains.
-      const load = startLoad(cluster.nodes, 2);
-      await until('load flowing', () => load.completed >= n * 2, 30_000);
+      load = startLoad(cluster.nodes, 2);
+      const flowing = load;
+      await until('load flowing', () => flowing.completed >= n * 2, 30_000);
       row.times['PAUSE load'].push(await timed(at(2), 'pause', 'PAUSED'));
       row.times.SUSPEND.push(await timed(at(3), 'suspend', 'SUSPENDED'));
       row.times.RESUME.push(await timed(at(0), 'resume', 'PAUSED'));
       await transition(cluster, at(1), 'unpause', 'RUNNING');
       await load.stop();
       if (load.failed > 0) throw new Error(`${load.failed} requests failed under load (${load.lastError})`);
+      load = undefined;
       process.stderr.write(`  N=${n} trial ${t + 1}: ${kinds.filter((k) => k !== 'STOP').map((k) => `${k} ${row.times[k].at(-1)!.toFixed(1)} ms`).join(', ')}\n`);
     }
     // STOP ends the mesh, so it is timed once per size.
@@ -80,6 +83,7 @@ for (const n of sizes) {
     row.failure = (err as Error).message;
     process.stderr.write(`  N=${n}: ${row.failure}\n`);
   } finally {
+    await load?.stop();
     await cluster.stop();
   }
 }
@@ -145,11 +149,17 @@ function startLoad(nodes: readonly ProcNode[], perNode: number): Load {
   const clients = nodes.flatMap((node) =>
     Array.from({ length: perNode }, async (_, c) => {
       for (let i = 0; running; i++) {
-        const reply = await postRaw(node, '/v1/rank/infer', { id: `${node.name}-${c}-${i}-${Math.random().toString(36).slice(2)}`, input: [1, 2, 3, 4, 5, 6, 7, 8] });
-        if (reply.status === 200) load.completed += 1;
-        else {
+        try {
+          const reply = await postRaw(node, '/v1/rank/infer', { id: `${node.name}-${c}-${i}-${Math.random().toString(36).slice(2)}`, input: [1, 2, 3, 4, 5, 6, 7, 8] });
+          if (reply.status === 200) load.completed += 1;
+          else {
+            load.failed += 1;
+            load.lastError = JSON.stringify(reply.body);
+          }
+        } catch (err) {
           load.failed += 1;
-          load.lastError = JSON.stringify(reply.body);
+          load.lastError = (err as Error).message;
+          await Bun.sleep(100);
         }
       }
     }),
