@@ -83,8 +83,8 @@ export class ProcCluster {
     node.process = child;
     const logs: LogRecord[] = [];
     node.logs = logs;
-    void collect(child.stdout as ReadableStream<Uint8Array>, logs);
-    void collect(child.stderr as ReadableStream<Uint8Array>, logs);
+    void collectLogs(child.stdout as ReadableStream<Uint8Array>, logs, {});
+    void collectLogs(child.stderr as ReadableStream<Uint8Array>, logs, {});
   }
 
   /**
@@ -114,7 +114,11 @@ export class ProcCluster {
   }
 }
 
-async function collect(stream: ReadableStream<Uint8Array>, into: LogRecord[]): Promise<void> {
+/**
+ * Parses a node's output into `into`, one record per JSON log line, each with `extra`'s fields
+ * added; a line that is not JSON (a crash's stack trace, a runtime warning) is kept as text.
+ */
+export async function collectLogs(stream: ReadableStream<Uint8Array>, into: LogRecord[], extra: Readonly<Record<string, unknown>>): Promise<void> {
   const decoder = new TextDecoder();
   let pending = '';
   for await (const chunk of stream) {
@@ -124,10 +128,9 @@ async function collect(stream: ReadableStream<Uint8Array>, into: LogRecord[]): P
     for (const line of lines) {
       if (line.trim() === '') continue;
       try {
-        into.push(JSON.parse(line) as LogRecord);
+        into.push({ ...(JSON.parse(line) as LogRecord), ...extra });
       } catch {
-        // Not a log record (a crash's stack trace, a runtime warning): kept as text.
-        into.push({ time: Date.now(), msg: `[raw] ${line}` });
+        into.push({ time: Date.now(), msg: `[raw] ${line}`, ...extra });
       }
     }
   }

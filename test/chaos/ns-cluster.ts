@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NetnsLab } from '../../scripts/lib/netns.ts';
+import { collectLogs } from '../../scripts/lib/proc-cluster.ts';
 import { loadOrCreateIdentity } from '../../node/identity.ts';
 import { loadOrCreateSecret, newSwarmKey } from '../../node/secrets.ts';
 
@@ -166,8 +167,8 @@ export class NsCluster {
       stderr: 'pipe',
     });
     node.process = child;
-    void collect(child.stdout as ReadableStream<Uint8Array>, node.logs, incarnation);
-    void collect(child.stderr as ReadableStream<Uint8Array>, node.logs, incarnation);
+    void collectLogs(child.stdout as ReadableStream<Uint8Array>, node.logs, { incarnation });
+    void collectLogs(child.stderr as ReadableStream<Uint8Array>, node.logs, { incarnation });
     void child.exited.then(() => {
       node.exits.push({ incarnation, code: child.exitCode, signal: child.signalCode === null ? null : String(child.signalCode), killed: node.killing });
       node.killing = false;
@@ -247,21 +248,3 @@ export function canonicalJson(value: unknown): string {
   );
 }
 
-async function collect(stream: ReadableStream<Uint8Array>, into: LogRecord[], incarnation: number): Promise<void> {
-  const decoder = new TextDecoder();
-  let pending = '';
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.trim() === '') continue;
-      try {
-        into.push({ ...(JSON.parse(line) as LogRecord), incarnation });
-      } catch {
-        // Not a log record (a crash's stack trace, a runtime warning): kept as text.
-        into.push({ time: Date.now(), msg: `[raw] ${line}`, incarnation });
-      }
-    }
-  }
-}
