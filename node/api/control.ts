@@ -11,7 +11,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { CommandKind, LifecycleState } from '../../mesh/rawnode.ts';
 import type { CommandDropped, MeshDriver } from '../mesh/driver.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, validBody } from './errors.ts';
 import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 /** What the routes need of the driver. */
@@ -121,13 +121,9 @@ function controlModule(driver: ControlDriver, options: ControlOptions): Hono {
       const kind = commandOfPath[path];
       if (kind === undefined) throw new ApiError(404, 'not-found', `no command '${path}' (one of ${Object.keys(commandOfPath).join(', ')})`);
       const body = await optionalJson(c.req.raw);
-      const parsed = controlBodySchema.safeParse(body ?? {});
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        throw new ApiError(400, 'bad-request', `${issue.path.length === 0 ? 'body' : issue.path.join('.')}: ${issue.message}`);
-      }
-      const timeoutMs = parsed.data.timeoutMs ?? options.timeoutMs;
-      const outcome = await issueAndWait(driver, kind, parsed.data.id, timeoutMs);
+      const parsed = validBody(controlBodySchema, body ?? {});
+      const timeoutMs = parsed.timeoutMs ?? options.timeoutMs;
+      const outcome = await issueAndWait(driver, kind, parsed.id, timeoutMs);
       return c.json(outcome);
     });
 }

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { DemandError, type DemandRecord, PRIORITY_MAX, doneSteps, remainingSteps } from '../../mesh/demand.ts';
 import { DemandTimeoutError } from '../demand/service.ts';
 import type { DemandService } from '../demand/service.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, validBody } from './errors.ts';
 import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 export interface DemandRouteOptions {
@@ -145,7 +145,7 @@ function demandModule(service: DemandService, options: DemandRouteOptions): Hono
     })
     .post('/v1/pipelines/:name/demand', async (c) => {
       const pipeline = pipelineOf(c.req.param('name'));
-      const body = parseBody(demandBodySchema, await jsonBody(c.req.raw));
+      const body = validBody(demandBodySchema, await jsonBody(c.req.raw));
       const startedMs = performance.now();
       const { record, created } = call(() => service.open({ pipeline, steps: body.steps, ...(body.priority !== undefined ? { priority: body.priority } : {}), ...(body.id !== undefined ? { id: body.id } : {}) }));
       const timeoutMs = body.timeoutMs ?? options.timeoutMs;
@@ -162,7 +162,7 @@ function demandModule(service: DemandService, options: DemandRouteOptions): Hono
     .post('/v1/pipelines/:name/demand/:id/progress', async (c) => {
       const pipeline = pipelineOf(c.req.param('name'));
       const id = parseId(c.req.param('id'));
-      const body = parseBody(progressBodySchema, await jsonBody(c.req.raw));
+      const body = validBody(progressBodySchema, await jsonBody(c.req.raw));
       const { record, changed } = call(() => service.progress(pipeline, id, body.completed));
       return c.json({ record: recordBody(record), changed });
     })
@@ -193,15 +193,6 @@ function call<T>(fn: () => T): T {
 function parseId(raw: string): string {
   const parsed = idSchema.safeParse(raw);
   if (!parsed.success) throw new ApiError(400, 'bad-request', `record id: ${parsed.error.issues[0]!.message}`);
-  return parsed.data;
-}
-
-function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.output<T> {
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ApiError(400, 'bad-request', `${issue.path.length === 0 ? 'body' : issue.path.join('.')}: ${issue.message}`);
-  }
   return parsed.data;
 }
 

@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 
 export class ApiError extends HTTPException {
   constructor(
@@ -15,6 +16,18 @@ export class ApiError extends HTTPException {
   ) {
     super(status, { message });
   }
+}
+
+/**
+ * `body` checked against `schema`, or a 400 naming the first problem as `where: message`
+ * (`expected`, when given, is added as a hint of the body's shape). Nothing is stored before.
+ */
+export function validBody<T extends z.ZodType>(schema: T, body: unknown, expected?: string): z.output<T> {
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const where = issue.path.length === 0 ? 'body' : issue.path.join('.');
+  throw new ApiError(400, 'bad-request', `${where}: ${issue.message}${expected === undefined ? '' : ` (expected ${expected})`}`);
 }
 
 export function errorHandler(log: Logger) {

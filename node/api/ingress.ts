@@ -14,7 +14,7 @@ import {
   UnknownPipelineError,
 } from '../ingress/errors.ts';
 import type { Accepted, GenerateInput, RequestView } from '../ingress/ingress.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, validBody } from './errors.ts';
 import { describeRoutes, type RouteDoc } from './openapi.ts';
 
 /** What the routes need of the Ingress. */
@@ -115,22 +115,17 @@ function ingressModule(ingress: IngressService, options: IngressRouteOptions): H
         } catch {
           throw new ApiError(400, 'bad-request', `the body must be JSON: ${bodyShape}`);
         }
-        const parsed = generateBodySchema.safeParse(raw);
-        if (!parsed.success) {
-          const issue = parsed.error.issues[0]!;
-          const where = issue.path.length === 0 ? 'body' : issue.path.join('.');
-          throw new ApiError(400, 'bad-request', `${where}: ${issue.message} (expected ${bodyShape})`);
-        }
+        const body = validBody(generateBodySchema, raw, bodyShape);
         let accepted: Accepted;
         try {
-          accepted = await ingress.accept(parsed.data);
+          accepted = await ingress.accept(body);
         } catch (err) {
           throw toApiError(err, (s) => c.header('Retry-After', String(s)));
         }
         const { request } = accepted;
         c.header('Location', `/v1/requests/${request.id}`);
         // The mode of this POST decides how it is answered (a repeated key may ask differently).
-        if (parsed.data.mode === 'async') return c.json(request, finished(request) ? 200 : 202);
+        if (body.mode === 'async') return c.json(request, finished(request) ? 200 : 202);
         const now = finished(request) ? request : await ingress.wait(request.id, options.syncWaitMs);
         const view = now ?? request;
         return c.json(view, statusOf(view));

@@ -5,7 +5,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { NoRankError, RankBusyError, RankDeadlineError, RankFailedError, RankInputError, RankNotReadyError } from '../rank/errors.ts';
 import type { InferRequest, InferResult, RankStatus } from '../rank/host.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, validBody } from './errors.ts';
 import { describeRoutes } from './openapi.ts';
 
 /** What the routes need of the RankHost. */
@@ -77,14 +77,9 @@ function rankModule(rank: RankService): Hono {
       } catch {
         throw new ApiError(400, 'bad-request', 'the body must be JSON: { "input": [token, ...], "id"?: string, "pipeline"?: string }');
       }
-      const parsed = inferBodySchema.safeParse(raw);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        const where = issue.path.length === 0 ? 'body' : issue.path.join('.');
-        throw new ApiError(400, 'bad-request', `${where}: ${issue.message}`);
-      }
+      const body = validBody(inferBodySchema, raw);
       try {
-        return c.json(await rank.infer(parsed.data));
+        return c.json(await rank.infer(body));
       } catch (err) {
         throw toApiError(err, (s) => c.header('Retry-After', String(s)));
       }
