@@ -211,6 +211,7 @@ export class Runtime {
       listen: config.listen,
       peers: config.peers,
       gossipHeartbeatIntervalMs: config.gossipHeartbeatIntervalMs,
+      gossipMeshDegree: config.gossipMeshDegree,
       ipColocationFactorWeight: config.ipColocationFactorWeight,
       requestTimeoutMs: config.requestTimeoutMs,
       requestBytesMax: config.requestBytesMax,

@@ -22,6 +22,8 @@ export interface TransportOptions {
   /** Bootstrap multiaddrs. */
   peers: readonly string[];
   gossipHeartbeatIntervalMs: number;
+  /** gossipsub mesh degree D (default 3; see createMeshLibp2p). */
+  gossipMeshDegree?: number;
   ipColocationFactorWeight: number;
   requestTimeoutMs: number;
   requestBytesMax: number;
@@ -90,6 +92,7 @@ export class Transport {
       listen: options.listen,
       connectionGater: gate.gater,
       gossipHeartbeatIntervalMs: options.gossipHeartbeatIntervalMs,
+      gossipMeshDegree: options.gossipMeshDegree,
       ipColocationFactorWeight: options.ipColocationFactorWeight,
       gossipBytesMax: options.gossipBytesMax ?? options.requestBytesMax,
       meshId: options.meshId,

@@ -1,0 +1,56 @@
+// Covers the gossipsub settings derived in node/p2p/libp2p.ts: the fast de-duplication key
+// and the mesh degrees derived from one D.
+import { describe, expect, test } from 'bun:test';
+import { fastMessageId, meshDegrees } from '../../node/p2p/libp2p.ts';
+
+describe('fastMessageId', () => {
+  const msg = {
+    topic: '/rankmesh/m/core',
+    from: new Uint8Array([0, 36, 8, 1, 18, 32, 7]),
+    seqno: new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]),
+    data: new TextEncoder().encode('{"hb":1}'),
+    signature: new Uint8Array(64).fill(9),
+  };
+
+  test('every copy of one message gets one key', () => {
+    const copy = { ...msg, from: msg.from.slice(), seqno: msg.seqno.slice(), data: msg.data.slice(), signature: msg.signature.slice() };
+    expect(fastMessageId(copy)).toBe(fastMessageId(msg));
+  });
+
+  test('a change to any byte of any field gives another key, so a forgery cannot shadow the genuine message', () => {
+    const key = fastMessageId(msg);
+    for (const field of ['from', 'seqno', 'data', 'signature'] as const) {
+      for (let i = 0; i < msg[field].length; i++) {
+        const bytes = msg[field].slice();
+        bytes[i] = bytes[i]! ^ 1;
+        expect(fastMessageId({ ...msg, [field]: bytes })).not.toBe(key);
+      }
+    }
+    expect(fastMessageId({ ...msg, topic: '/rankmesh/m/demand' })).not.toBe(key);
+  });
+
+  test('bytes moved from one field to the next give another key', () => {
+    const moved = { ...msg, from: msg.from.subarray(0, -1), seqno: new Uint8Array([msg.from.at(-1)!, ...msg.seqno]) };
+    expect(fastMessageId(moved)).not.toBe(fastMessageId(msg));
+  });
+});
+
+describe('meshDegrees', () => {
+  test("every D from 1 to 12 satisfies gossipsub's rules", () => {
+    for (let d = 1; d <= 12; d++) {
+      const p = meshDegrees(d);
+      expect(p.D).toBe(d);
+      expect(p.Dlo).toBeLessThanOrEqual(p.D);
+      expect(p.D).toBeLessThanOrEqual(p.Dhi);
+      expect(p.Dlo).toBeGreaterThanOrEqual(1);
+      expect(p.Dout).toBeLessThan(p.Dlo);
+      expect(p.Dout).toBeLessThanOrEqual(p.D / 2);
+      expect(p.Dscore).toBeLessThanOrEqual(p.D);
+    }
+  });
+
+  test('a degree that is not a positive integer is refused', () => {
+    expect(() => meshDegrees(0)).toThrow(RangeError);
+    expect(() => meshDegrees(2.5)).toThrow(RangeError);
+  });
+});
