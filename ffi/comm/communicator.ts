@@ -44,6 +44,14 @@ export interface Communicator {
   barrier(opts?: CollectiveOptions): Promise<void>;
 
   /**
+   * Optional. Calls `onActivity` once, when another rank has begun a collective that this
+   * rank has not called yet, or the communicator was aborted; never for a communicator of
+   * one rank. Meaningful while this rank runs no collective. Returns a cancel function. An idle rank can then sleep long and still join a
+   * peer's collective at once. Backends that cannot tell (NCCL) leave it out; callers poll.
+   */
+  watchPeerActivity?(onActivity: () => void): () => void;
+
+  /**
    * Stop now: pending and future collectives reject with CommAbortedError. Called on a view
    * change or a missed deadline. Idempotent.
    */

@@ -182,6 +182,35 @@ export class CpuCommunicator implements Communicator {
     });
   }
 
+  watchPeerActivity(onActivity: () => void): () => void {
+    if (!this.ring) return () => {};
+    if (this.abortReason !== null) {
+      let cancelled = false;
+      queueMicrotask(() => cancelled || onActivity());
+      return () => (cancelled = true);
+    }
+    let fired = false;
+    const once = () => {
+      if (fired) return;
+      fired = true;
+      cancel();
+    };
+    const onAbort = () => {
+      once();
+      onActivity();
+    };
+    this.abortWaiters.add(onAbort);
+    const stopWatching = this.ring.watchPeerActivity(() => {
+      once();
+      onActivity();
+    });
+    const cancel = () => {
+      this.abortWaiters.delete(onAbort);
+      stopWatching();
+    };
+    return once;
+  }
+
   abort(reason: string): void {
     if (this.abortReason !== null) return;
     this.abortReason = reason;

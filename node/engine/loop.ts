@@ -36,7 +36,9 @@ export interface EngineLoopOptions {
   /**
    * Longest idle wait. Every idle iteration is an all-reduce across all ranks, so a short
    * wait keeps latency low and a long one keeps an idle mesh cheap (Megatron sleeps 20 ms).
-   * Work arriving at this rank ends its wait at once; peers join within this bound. Default 100.
+   * Work arriving at this rank ends its wait at once. Where the communicator reports peer
+   * activity (the CPU backend) a peer's all-reduce also ends it, so the wait can be long:
+   * default 1000 ms there. Otherwise peers join within this bound: default 100 ms.
    */
   readonly idleWaitMaxMs?: number;
   /** Deadline of the per-iteration all-reduce. Default 10000. */
@@ -123,7 +125,7 @@ export class EngineLoop {
   private readonly queueCapacity: number;
   private readonly batchRequestsMax: number;
   private readonly idleWaitMs: number;
-  private readonly idleWaitMaxMs: number;
+  private readonly idleWaitMaxMs: number | undefined;
   /** Idle iterations in a row; the idle wait doubles with each. */
   private idleStreak = 0;
   private readonly deadlineMs: number;
@@ -145,12 +147,17 @@ export class EngineLoop {
     this.queueCapacity = options.queueCapacity ?? 1024;
     this.batchRequestsMax = options.batchRequestsMax ?? 32;
     this.idleWaitMs = options.idleWaitMs ?? 2;
-    this.idleWaitMaxMs = Math.max(this.idleWaitMs, options.idleWaitMaxMs ?? 100);
+    this.idleWaitMaxMs = options.idleWaitMaxMs === undefined ? undefined : Math.max(this.idleWaitMs, options.idleWaitMaxMs);
     this.deadlineMs = options.collectiveDeadlineMs ?? 10_000;
   }
 
   get status(): EngineLoopStatus {
     return this.status_;
+  }
+
+  /** Whether the loop is in an idle wait (no rank had work at its last all-reduce). */
+  get idleWaiting(): boolean {
+    return this.wake !== null;
   }
 
   get queueLength(): number {
@@ -274,8 +281,9 @@ export class EngineLoop {
       this.idleStreak += 1;
       // A draining rank whose peers are not draining yet asks again soon: they learn of the
       // pause within a gossip hop, and the mesh is drained only once an all-reduce says so.
-      const waitMs = draining ? this.idleWaitMs : Math.min(this.idleWaitMaxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1));
-      await this.idleWait(waitMs);
+      const maxMs = this.idleWaitMaxMs ?? Math.max(this.idleWaitMs, comm.watchPeerActivity ? 1000 : 100);
+      const waitMs = draining ? this.idleWaitMs : Math.min(maxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1));
+      await this.idleWait(waitMs, comm);
       this.report('idle', started, 0, 0);
       return;
     }
@@ -311,17 +319,21 @@ export class EngineLoop {
     this.report('step', started, batch.length, tokens);
   }
 
-  private idleWait(waitMs: number): Promise<void> {
+  /** Waits waitMs, or less: until work arrives here, poke(), stop(), or a peer's next collective. */
+  private idleWait(waitMs: number, comm: Communicator): Promise<void> {
     const startable = this.queue.length > 0 && !this.options.lifecycle?.draining;
     if (startable || this.stopRequested) return Promise.resolve();
     return new Promise((resolve) => {
+      let unwatch: (() => void) | undefined;
       const done = () => {
         clearTimeout(timer);
+        unwatch?.();
         this.wake = null;
         resolve();
       };
       const timer = setTimeout(done, waitMs);
       this.wake = done;
+      unwatch = comm.watchPeerActivity?.(done);
     });
   }
 

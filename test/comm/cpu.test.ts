@@ -5,6 +5,7 @@ import { waitFor } from '../node/helpers.ts';
 import { readdirSync } from 'node:fs';
 import { CommSetupError, type CpuCommunicator, CpuDataPlane, createCpuCommunicator } from '../../ffi/comm/cpu.ts';
 import { CommAbortedError } from '../../ffi/comm/communicator.ts';
+import { smallAllReduceBytesMax } from '../../ffi/comm/cpu/ring.ts';
 import { closeAll, dataFor, epochKey, meshId, meshKey, planes, ring } from './helpers.ts';
 
 const open: { close(): Promise<void> }[] = [];
@@ -27,7 +28,9 @@ describe('collectives', () => {
   test('all-reduce sum, max and min over 3 ranks, bit-identical on every rank', async () => {
     // A tiny piece size makes every collective run many pipelined frames.
     const comms = await cluster(3, { pieceBytes: 64 });
-    for (const length of [1, 2, 3, 7, 100, 1001]) {
+    // Small arrays take the one-pass path; the longest one here takes reduce-scatter + all-gather.
+    const ringLength = Math.floor(smallAllReduceBytesMax / 4 / 3) + 1;
+    for (const length of [1, 2, 3, 7, 100, 1001, ringLength]) {
       const ints = comms.map((_, r) => Int32Array.from({ length }, (_, i) => (i * 31 + r * 7) % 50 - 25));
       for (const op of ['sum', 'max', 'min'] as const) {
         const out = await Promise.all(comms.map((c, r) => c.allReduce(ints[r]!, op)));
@@ -49,17 +52,18 @@ describe('collectives', () => {
 
   test('all-reduce into a caller-owned array, in place or not, matches allReduce', async () => {
     const comms = await cluster(3, { pieceBytes: 128 });
-    const length = 5000;
-    const want = await Promise.all(comms.map((c, r) => c.allReduce(dataFor(r, length), 'sum')));
-    const outs = comms.map(() => new Float32Array(length));
-    const got = await Promise.all(comms.map((c, r) => c.allReduceInto(dataFor(r, length), outs[r]!, 'sum')));
-    const inPlace = comms.map((_, r) => dataFor(r, length));
-    const got2 = await Promise.all(comms.map((c, r) => c.allReduceInto(inPlace[r]!, inPlace[r]!, 'sum')));
-    for (let r = 0; r < 3; r++) {
-      expect(got[r]).toBe(outs[r]!);
-      expect(got2[r]).toBe(inPlace[r]!);
-      expect(sameBytes(got[r]!, want[r]!)).toBe(true);
-      expect(sameBytes(got2[r]!, want[r]!)).toBe(true);
+    for (const length of [5, Math.floor(smallAllReduceBytesMax / 4 / 3) + 1]) {
+      const want = await Promise.all(comms.map((c, r) => c.allReduce(dataFor(r, length), 'sum')));
+      const outs = comms.map(() => new Float32Array(length));
+      const got = await Promise.all(comms.map((c, r) => c.allReduceInto(dataFor(r, length), outs[r]!, 'sum')));
+      const inPlace = comms.map((_, r) => dataFor(r, length));
+      const got2 = await Promise.all(comms.map((c, r) => c.allReduceInto(inPlace[r]!, inPlace[r]!, 'sum')));
+      for (let r = 0; r < 3; r++) {
+        expect(got[r]).toBe(outs[r]!);
+        expect(got2[r]).toBe(inPlace[r]!);
+        expect(sameBytes(got[r]!, want[r]!)).toBe(true);
+        expect(sameBytes(got2[r]!, want[r]!)).toBe(true);
+      }
     }
     const a = new Float32Array(10);
     await expect(comms[0]!.allReduceInto(a, a.subarray(2, 12) as Float32Array, 'sum')).rejects.toThrow('length');
@@ -351,3 +355,46 @@ function socketCount(): number {
 }
 
 const waitUntil = (cond: () => boolean): Promise<void> => waitFor('the condition', cond, 3000);
+
+describe('peer activity', () => {
+  test("a rank hears that its ring neighbour began a collective it has not called, and only then", async () => {
+    const comms = await cluster(3);
+    // Settled collectives leave nothing unread behind them: no activity is reported.
+    await Promise.all(comms.map((c) => c.allReduce(new Int32Array([1, 2]), 'max')));
+    const woken: number[] = [];
+    const cancels = comms.map((c, i) => c.watchPeerActivity(() => woken.push(i)));
+    await Bun.sleep(50);
+    expect(woken).toEqual([]);
+    // Rank 0 starts alone: rank 1 (next in the ring) hears of it; rank 2 not yet. (A watch
+    // means something only while its rank runs no collective: rank 0 drops its own.)
+    cancels[0]!();
+    const first = comms[0]!.allReduce(new Int32Array([5, 0]), 'max');
+    await waitFor('rank 1 to hear rank 0', () => woken.includes(1), 5000);
+    expect(woken).toEqual([1]);
+    // Rank 1 joins, which wakes rank 2; then everyone completes with the same result.
+    const second = comms[1]!.allReduce(new Int32Array([0, 7]), 'max');
+    await waitFor('rank 2 to hear rank 1', () => woken.includes(2), 5000);
+    const third = comms[2]!.allReduce(new Int32Array([3, 3]), 'max');
+    for (const r of await Promise.all([first, second, third])) expect([...r]).toEqual([5, 7]);
+    // Each watch fires once; rank 0's was cancelled unfired.
+    expect(woken.toSorted()).toEqual([1, 2]);
+  });
+
+  test('an abort counts as activity, and a cancelled watch is never called', async () => {
+    const comms = await cluster(2);
+    let cancelledCalls = 0;
+    const cancel = comms[0]!.watchPeerActivity(() => (cancelledCalls += 1));
+    cancel();
+    let aborted = 0;
+    comms[0]!.watchPeerActivity(() => (aborted += 1));
+    comms[0]!.abort('test');
+    await waitFor('the watch to fire on abort', () => aborted === 1, 5000);
+    // A watch set after the abort fires too (soon, not synchronously).
+    let late = 0;
+    comms[0]!.watchPeerActivity(() => (late += 1));
+    expect(late).toBe(0);
+    await waitFor('the late watch to fire', () => late === 1, 5000);
+    expect(cancelledCalls).toBe(0);
+    expect(aborted).toBe(1);
+  });
+});

@@ -22,7 +22,7 @@ interface Rank {
   readonly aborts: string[];
 }
 
-async function cluster(n: number, control?: LoopControl): Promise<{ ranks: Rank[]; nodes: CpuDataPlane[]; comms: CpuCommunicator[] }> {
+async function cluster(n: number, control?: LoopControl, idle: { idleWaitMs?: number; idleWaitMaxMs?: number } = {}): Promise<{ ranks: Rank[]; nodes: CpuDataPlane[]; comms: CpuCommunicator[] }> {
   const meshRanks = Array.from({ length: n }, (_, i) => i);
   const nodes = await planes(n);
   const comms = await ring(nodes, epochKey(1), meshRanks);
@@ -40,6 +40,7 @@ async function cluster(n: number, control?: LoopControl): Promise<{ ranks: Rank[
       onAbort: (why) => aborts.push(why),
       batchRequestsMax: 4,
       queueCapacity: 64,
+      ...idle,
       ...(r === 0 && control ? { control } : {}),
     });
     ranks.push({ engine, loop, stats, aborts });
@@ -160,6 +161,24 @@ describe('engine loop', () => {
     expect(loop.queueLength).toBe(1);
     loop.start();
     expect((await later).id).toBe('later-0');
+  });
+});
+
+describe('idle waits', () => {
+  test("a rank asleep in a long idle wait joins a peer's all-reduce at once", async () => {
+    // Every idle wait lasts 30 s unless something ends it: work at this rank, or (CPU
+    // backend) a peer starting the next collective.
+    const { ranks } = await cluster(3, undefined, { idleWaitMs: 30_000, idleWaitMaxMs: 30_000 });
+    for (const r of ranks) r.loop.start();
+    // Past the first all-reduce, every rank is in its 30 s wait.
+    await waitUntil(() => ranks.every((r) => r.loop.idleWaiting));
+    const t0 = performance.now();
+    const result = await ranks[1]!.loop.submit(requests(1, 'woken')[0]!);
+    const elapsedMs = performance.now() - t0;
+    expect(result.id).toBe('woken-0');
+    expect(elapsedMs).toBeLessThan(5000);
+    // Ranks 0 and 2 had no work: they took part through dummy steps they were woken for.
+    await waitUntil(() => ranks[0]!.loop.stats().dummy > 0 && ranks[2]!.loop.stats().dummy > 0);
   });
 });
 

@@ -50,6 +50,7 @@ export class ByteReader {
   private want: { target: Uint8Array; filled: number; resolve: () => void; reject: (e: Error) => void } | null = null;
   private endReason: string | null = null;
   private paused = false;
+  private readonly readableWatchers = new Set<() => void>();
 
   constructor(
     private readonly socket: Socket<SocketSlot>,
@@ -66,6 +67,20 @@ export class ByteReader {
     return new Promise<void>((resolve, reject) => {
       this.want = { target, filled, resolve, reject };
     });
+  }
+
+  /**
+   * Calls `onReadable` once, when bytes are waiting that no read has taken yet or the stream
+   * ended (at once, in a microtask, if that is so already). Returns a cancel function.
+   */
+  watchReadable(onReadable: () => void): () => void {
+    if (this.bufferedBytes > 0 || this.endReason !== null) {
+      let cancelled = false;
+      queueMicrotask(() => cancelled || onReadable());
+      return () => (cancelled = true);
+    }
+    this.readableWatchers.add(onReadable);
+    return () => this.readableWatchers.delete(onReadable);
   }
 
   push(chunk: Uint8Array): void {
@@ -90,13 +105,22 @@ export class ByteReader {
         this.socket.pause();
         this.onPause();
       }
+      this.notifyReadable();
     }
+  }
+
+  private notifyReadable(): void {
+    if (this.readableWatchers.size === 0) return;
+    const watchers = [...this.readableWatchers];
+    this.readableWatchers.clear();
+    for (const w of watchers) w();
   }
 
   /** No more bytes will come: a read that the kept bytes cannot satisfy fails now. */
   end(reason: string): void {
     if (this.endReason !== null) return;
     this.endReason = reason;
+    this.notifyReadable();
     const want = this.want;
     if (want) {
       this.want = null;
