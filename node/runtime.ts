@@ -23,6 +23,8 @@ import { Ingress } from './ingress/ingress.ts';
 import { ForwardServer } from './ingress/serve.ts';
 import { IngressStore } from './ingress/store.ts';
 import { MeshDriver } from './mesh/driver.ts';
+import { CloseLinger } from './lifecycle/linger.ts';
+import { closeRoutes } from './lifecycle/routes.ts';
 import { meterCommunicator } from './metrics/communicator.ts';
 import { NodeMetrics } from './metrics/metrics.ts';
 import { CoreStore } from './mesh/store.ts';
@@ -44,8 +46,12 @@ export type RuntimeStatus =
 export interface ClosedMesh {
   readonly generation: number;
   readonly epoch: number;
-  /** What this incarnation was in the closed view: a rank, a waiting spare, or outside it (a joiner still warming up, a node that just started). */
-  readonly role: 'member' | 'spare' | 'outsider';
+  /**
+   * What this incarnation was in the closed view: a rank, a waiting spare, a member removed
+   * before the close (it was cut off), or outside it (a joiner still warming up, a node that
+   * just started).
+   */
+  readonly role: 'member' | 'spare' | 'removed' | 'outsider';
 }
 
 /**
@@ -91,6 +97,7 @@ export class Runtime {
   private stopping: AbortController | undefined;
   private readonly closed = Promise.withResolvers<ClosedMesh>();
   private probeRef: GossipProbe | undefined;
+  private lingerRef: CloseLinger | undefined;
 
   constructor(
     readonly config: Config,
@@ -103,10 +110,16 @@ export class Runtime {
 
   /**
    * Settles when this node learns that its mesh closed (a STOP committed); `bun run node`
-   * then keeps gossiping the closed record for closedGraceMs and exits 0.
+   * then keeps gossiping the closed record while closeLinger says so and exits 0.
    */
   get meshClosed(): Promise<ClosedMesh> {
     return this.closed.promise;
+  }
+
+  /** The linger after the close: `done` settles when the node may exit; present once started. */
+  get closeLinger(): CloseLinger {
+    if (this.lingerRef === undefined) throw new Error('runtime is not started');
+    return this.lingerRef;
   }
 
   /** The libp2p transport; present once started. */
@@ -245,6 +258,13 @@ export class Runtime {
     // never was may take a closed record it learns as the end of the last generation and
     // form the next one (--new-generation); any other node exits with its mesh.
     let inOpenView = false;
+    this.lingerRef = new CloseLinger({
+      acks: () => core.closeAcks(),
+      settings: lingerSettings(config),
+      pollMs: config.tickMs,
+      log: log.child({ component: 'lifecycle' }),
+    });
+    const linger = this.lingerRef;
     this.driverRef.on('view', (view) => {
       if (!view.closed && [...view.ranks, ...view.spares].some((h) => h?.peerId === peerId && h.bootId === bootId)) inOpenView = true;
     });
@@ -254,7 +274,10 @@ export class Runtime {
         return;
       }
       const mine = (h: { peerId: string; bootId: string } | null) => h?.peerId === peerId && h.bootId === bootId;
-      const role = view.ranks.some(mine) ? 'member' : view.spares.some(mine) ? 'spare' : 'outsider';
+      const role = view.ranks.some(mine) ? 'member' : view.spares.some(mine) ? 'spare' : inOpenView ? 'removed' : 'outsider';
+      // The engine is torn down (STOPPING) or never served; gossip and the closed record stay
+      // up until the peers this node knows of hold it too (a partitioned one learns it here).
+      linger.begin();
       this.closed.resolve({ generation: view.generation, epoch: view.epoch, role });
     });
     await this.driverRef.start();
@@ -362,7 +385,7 @@ export class Runtime {
       },
       routes: [meshRoutes(core, config.tickMs), ...(rank === undefined ? [] : [rankRoutes(rank)]),
         ingressRoutes(ingress, { syncWaitMs: config.ingressSyncWaitMs, inputTokensMax: config.ingressInputTokensMax }),
-        controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), debugRoutes(this.probe),
+        controlRoutes(this.driverRef, { timeoutMs: config.controlTimeoutMs }), closeRoutes(linger, lingerSettings(config)), debugRoutes(this.probe),
         demandRoutes(demand, { timeoutMs: config.demandTimeoutMs, pipelines: config.pipelines })],
     });
     this.appRef = app;
@@ -392,6 +415,8 @@ export class Runtime {
     }
     await this.rankRef?.stop();
     this.rankRef = undefined;
+    this.lingerRef?.stop();
+    this.lingerRef = undefined;
     this.driverRef?.stop();
     this.driverRef = undefined;
     this.probeRef?.stop();
@@ -405,6 +430,19 @@ export class Runtime {
   }
 }
 
+/**
+ * Heartbeat interval and suspicion timeout, the settings' 0 resolved. Every member's
+ * heartbeat reaches every node, so a fixed interval makes a node's load grow with the mesh;
+ * above 8 ranks the interval grows with worldSize instead and the load stays at about 27
+ * heartbeats a second. A crash is still found at once (a closed connection is evidence and
+ * the core probes at once); only a silent hang takes longer to suspect in a large mesh.
+ */
+export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 'suspectMs' | 'worldSize'>): { heartbeatIntervalMs: number; suspectMs: number } {
+  const heartbeatIntervalMs = config.heartbeatIntervalMs > 0 ? config.heartbeatIntervalMs : Math.round(300 * Math.max(1, config.worldSize / 8));
+  const suspectMs = config.suspectMs > 0 ? config.suspectMs : 3 * heartbeatIntervalMs;
+  return { heartbeatIntervalMs, suspectMs };
+}
+
 /** The core's configuration: millisecond settings become whole ticks (at least one). */
 export function coreConfig(config: Config, peerId: string, bootId: string): CoreConfig {
   const ticks = (ms: number): number => Math.max(1, Math.round(ms / config.tickMs));
@@ -416,10 +454,15 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
     role: config.role,
     // The core's PRNG only spreads heartbeats and back-offs; each incarnation draws its own.
     seed: seedFrom(bootId),
-    heartbeatTicks: ticks(config.heartbeatIntervalMs),
-    suspectTicks: ticks(config.suspectMs),
+    heartbeatTicks: ticks(membershipTiming(config).heartbeatIntervalMs),
+    suspectTicks: ticks(membershipTiming(config).suspectMs),
     probeTimeoutTicks: ticks(config.probeTimeoutMs),
   };
+}
+
+/** The close linger's bounds: a closed node's own heartbeat reaches its last acknowledger within two intervals. */
+export function lingerSettings(config: Config): { graceMs: number; lingerMaxMs: number; settleMs: number } {
+  return { graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs, settleMs: 2 * config.heartbeatIntervalMs };
 }
 
 function seedFrom(text: string): number {
