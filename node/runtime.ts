@@ -225,6 +225,7 @@ export class Runtime {
       peers: config.peers,
       gossipHeartbeatIntervalMs: config.gossipHeartbeatIntervalMs,
       gossipMeshDegree: config.gossipMeshDegree,
+      peerConnectionsTarget: config.peerConnectionsTarget,
       ipColocationFactorWeight: config.ipColocationFactorWeight,
       requestTimeoutMs: config.requestTimeoutMs,
       requestBytesMax: config.requestBytesMax,

@@ -6,7 +6,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { gossipsub, StrictSign, type GossipSub } from '@libp2p/gossipsub';
 import { createTopicScoreParams } from '@libp2p/gossipsub/score';
 import { identify } from '@libp2p/identify';
-import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
+import { AbortError, type ConnectionGater, type PrivateKey } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping, type Ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
@@ -69,7 +69,7 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     privateKey: options.privateKey,
     start: false,
     addresses: { listen: [...options.listen] },
-    transports: [tcp()],
+    transports: [tcpWithSafeAbort()],
     connectionProtector: preSharedKey({ psk: options.swarmKey }),
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
@@ -118,6 +118,51 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     }
   }
   return node;
+}
+
+/**
+ * @libp2p/tcp passes the dial's AbortSignal on to net.connect, which destroys the socket with
+ * an AbortError when the signal fires, after tcp's own abort handler has removed the socket's
+ * error listener: the AbortError is then uncaught and ends the process. That happens whenever
+ * a request or probe with a deadline dials a peer it is not connected to and the deadline
+ * passes mid-connect. Here net.connect gets a signal that never fires; the caller's abort
+ * rejects the dial at once, and a socket that connects afterwards is closed.
+ */
+export function tcpWithSafeAbort(): ReturnType<typeof tcp> {
+  const make = tcp();
+  return (components) => {
+    const transport = make(components);
+    type Connect = (ma: unknown, options: { signal: AbortSignal }) => Promise<{ destroy(): void }>;
+    const inner = transport as unknown as { _connect: Connect };
+    const connect = inner._connect.bind(inner);
+    inner._connect = (ma, options) =>
+      new Promise((resolve, reject) => {
+        const signal = options.signal;
+        if (signal.aborted) return reject(new AbortError());
+        let settled = false;
+        const onAbort = () => {
+          if (settled) return;
+          settled = true;
+          reject(new AbortError());
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        connect(ma, { ...options, signal: new AbortController().signal }).then(
+          (socket) => {
+            signal.removeEventListener('abort', onAbort);
+            if (settled) return socket.destroy();
+            settled = true;
+            resolve(socket);
+          },
+          (err: unknown) => {
+            signal.removeEventListener('abort', onAbort);
+            if (settled) return;
+            settled = true;
+            reject(err);
+          },
+        );
+      });
+    return transport;
+  };
 }
 
 /**

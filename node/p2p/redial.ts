@@ -73,6 +73,11 @@ export class Redialer {
     target.timer = undefined;
   }
 
+  /** Peers this node keeps connected: bootstrap peers and peers learned and not given up. */
+  get kept(): number {
+    return this.targets.length;
+  }
+
   /** Another peer told us of `peerId`: dial it now, and keep it like a peer met directly. */
   learned(peerId: string): void {
     if (peerId === this.options.selfPeerId) return;

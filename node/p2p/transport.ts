@@ -22,6 +22,13 @@ export interface TransportOptions {
   /** Bootstrap multiaddrs. */
   peers: readonly string[];
   gossipHeartbeatIntervalMs: number;
+  /**
+   * Peers learned through peer exchange that this node dials and keeps connected, at most
+   * (bootstrap peers included; inbound connections are not counted or refused). Default 24.
+   * The rest are remembered and dialled when a request or probe needs them; gossip reaches
+   * them through relays. Up to 25 nodes the mesh is fully connected.
+   */
+  peerConnectionsTarget?: number;
   /** gossipsub mesh degree D (default 3; see createMeshLibp2p). */
   gossipMeshDegree?: number;
   ipColocationFactorWeight: number;
@@ -348,7 +355,8 @@ export class Transport {
       this.options.log.warn({ peer: peerId, err: peers.message }, 'bad peer-exchange answer');
       return;
     }
-    for (const peer of peers) {
+    // Shuffled, so that nodes bootstrapped to one seed do not all keep the same first peers.
+    for (const peer of shuffled(peers)) {
       if (peer.peerId === this.peerId || this.gate.isBlocked(peer.peerId) || this.state.code !== 'started') continue;
       let id: PeerId;
       try {
@@ -365,7 +373,7 @@ export class Transport {
         }
       });
       await this.node.peerStore.merge(id, { multiaddrs: addresses }).catch(() => undefined);
-      this.redialer.learned(peer.peerId);
+      if (this.redialer.kept < (this.options.peerConnectionsTarget ?? 24)) this.redialer.learned(peer.peerId);
     }
   }
 
@@ -384,6 +392,15 @@ export class Transport {
       }
     }
   }
+}
+
+function shuffled<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 function fail(error: RequestFailure, message: string): RequestResult {

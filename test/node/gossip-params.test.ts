@@ -1,7 +1,8 @@
 // Covers the gossipsub settings derived in node/p2p/libp2p.ts: the fast de-duplication key
 // and the mesh degrees derived from one D.
 import { describe, expect, test } from 'bun:test';
-import { fastMessageId, meshDegrees } from '../../node/p2p/libp2p.ts';
+import { fastMessageId, meshDegrees, tcpWithSafeAbort } from '../../node/p2p/libp2p.ts';
+import { waitFor } from './helpers.ts';
 
 describe('fastMessageId', () => {
   const msg = {
@@ -52,5 +53,32 @@ describe('meshDegrees', () => {
   test('a degree that is not a positive integer is refused', () => {
     expect(() => meshDegrees(0)).toThrow(RangeError);
     expect(() => meshDegrees(2.5)).toThrow(RangeError);
+  });
+});
+
+describe('tcpWithSafeAbort', () => {
+  test('a dial aborted mid-connect rejects with AbortError, throws nothing uncaught, and closes its socket', async () => {
+    const { createServer } = await import('node:net');
+    const { defaultLogger } = await import('@libp2p/logger');
+    const { multiaddr } = await import('@multiformats/multiaddr');
+    let closed = 0;
+    const server = createServer((socket) => socket.on('close', () => (closed += 1)).on('error', () => {}));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const transport = tcpWithSafeAbort()({ logger: defaultLogger() } as never) as unknown as {
+      _connect(ma: unknown, options: { signal: AbortSignal }): Promise<unknown>;
+    };
+    try {
+      for (let i = 0; i < 5; i++) {
+        const controller = new AbortController();
+        // net.connect runs synchronously inside the call; the abort comes before 'connect'.
+        const dial = transport._connect(multiaddr(`/ip4/127.0.0.1/tcp/${port}`), { signal: controller.signal });
+        controller.abort();
+        await expect(dial).rejects.toThrow('aborted');
+      }
+      await waitFor('the late sockets to be closed', () => closed === 5, 5000);
+    } finally {
+      server.close();
+    }
   });
 });
