@@ -7,6 +7,7 @@
 //  3. first-view formation for many in-process nodes (one process, one event loop).
 // Usage: bun scripts/bench/membership.ts [--sizes 8,32] [--trials 5] [--hog-seconds 300]
 //        [--hog-nodes 8] [--form-sizes 64,128]
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { InprocMesh } from '../lib/inproc-mesh.ts';
 import { ProcCluster, type LogRecord, type ProcNode } from '../lib/proc-cluster.ts';
@@ -30,6 +31,29 @@ const full = (n: number) => (r: LogRecord) => r.msg === 'view committed' && mask
 
 interface DetectRow { nodes: number; mode: 'kill' | 'hang'; trials: number[]; failure?: string }
 const detectRows: DetectRow[] = [];
+/** Per size: time to the first full view, and the CPU the idle mesh then uses (all nodes together). */
+const idleRows: { nodes: number; formS: number; idleCores: number | null }[] = [];
+
+/** CPU seconds (user + system) a process has used so far, from /proc; null where unreadable. */
+function cpuSeconds(pid: number): number | null {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** Cores the nodes use together over `seconds` of wall time. */
+async function idleCores(nodes: readonly ProcNode[], seconds: number): Promise<number | null> {
+  const before = nodes.map((n) => cpuSeconds(n.process.pid));
+  const startedAtMs = Date.now();
+  await Bun.sleep(seconds * 1000);
+  const after = nodes.map((n) => cpuSeconds(n.process.pid));
+  if (before.some((x) => x === null) || after.some((x) => x === null)) return null;
+  const used = after.reduce((sum, a, i) => sum! + a! - before[i]!, 0)!;
+  return used / ((Date.now() - startedAtMs) / 1000);
+}
 
 for (const n of list(opts.sizes)) {
   process.stderr.write(`detection: starting ${n} node processes\n`);
@@ -41,7 +65,13 @@ for (const n of list(opts.sizes)) {
     // fully connected mesh, not by the protocol: give large N the time it needs.
     const formStartedAtMs = Date.now();
     await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, full(n), 300_000)));
-    process.stderr.write(`  N=${n}: first view at every node after ${((Date.now() - formStartedAtMs) / 1000).toFixed(1)} s (processes)\n`);
+    const formS = (Date.now() - formStartedAtMs) / 1000;
+    process.stderr.write(`  N=${n}: first view at every node after ${formS.toFixed(1)} s (processes)\n`);
+    // What the idle mesh costs once formed: the load every later measurement runs beside.
+    await Bun.sleep(3000);
+    const cores = await idleCores(cluster.nodes, 10);
+    idleRows.push({ nodes: n, formS, idleCores: cores });
+    process.stderr.write(`  N=${n}: idle mesh uses ${cores === null ? '?' : cores.toFixed(2)} cores\n`);
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
     for (mode of ['kill', 'hang'] as const) {
@@ -163,6 +193,16 @@ for (const row of detectRows) {
   const max = row.trials.length > 0 ? Math.max(...row.trials).toFixed(3) : '–';
   const failed = row.failure === undefined ? '' : ` (then: ${row.failure})`;
   console.log(`| ${row.nodes} | ${fault}${failed} | ${row.trials.length} | ${p50} | ${max} | ~5 s or more | 5 s |`);
+}
+if (idleRows.length > 0) {
+  console.log('\nformation and idle load (node processes on this machine)');
+  console.log('| nodes | first view at every node s | idle mesh, cores (all nodes) | per node |');
+  console.log('|---|---|---|---|');
+  for (const row of idleRows) {
+    const cores = row.idleCores === null ? '–' : row.idleCores.toFixed(2);
+    const per = row.idleCores === null ? '–' : `${((row.idleCores / row.nodes) * 100).toFixed(1)} %`;
+    console.log(`| ${row.nodes} | ${row.formS.toFixed(1)} | ${cores} | ${per} |`);
+  }
 }
 if (hogRow) {
   console.log(`\nfalse suspicions beside a CPU hog (2 busy loops on 2 cores)`);
