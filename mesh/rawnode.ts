@@ -149,7 +149,7 @@ export type Action =
   | { kind: 'probe'; peer: string }
   /** A new view was committed (or learned by catch-up). */
   | { kind: 'viewCommitted'; view: View }
-  /** The mesh is closed: spares and outsiders exit 0; members stop after a grace period. */
+  /** The mesh is closed: the driver lingers until closeAcks() waits for nobody (or a bound passes), then exits 0. */
   | { kind: 'closed'; view: View }
   /**
    * This node's lifecycle state changed. Entering PAUSING, SUSPENDING, RESUMING or STOPPING
@@ -193,6 +193,24 @@ export interface ViewSummary {
   readonly closed: boolean;
 }
 
+/**
+ * Who knows that the mesh closed, as a closed node sees it (closeAcks()). A peer counts as
+ * acknowledged once a heartbeat of it carried the closed view's (generation, epoch) or a
+ * later one: no other view exists for that epoch, so its sender holds the closed record.
+ */
+export interface CloseAcks {
+  readonly generation: number;
+  readonly epoch: number;
+  /** Peers known to hold the closed view (or to have moved on to a later generation), sorted. */
+  readonly acknowledged: readonly string[];
+  /**
+   * Peers this node knows of in the closed generation that have not shown it: every peer of a
+   * view it held in the generation (ranks, spares, members removed before the close) and any
+   * other peer heard in the generation (joiners, gateways). Sorted.
+   */
+  readonly waitingFor: readonly string[];
+}
+
 export interface Counters {
   /** Messages of an older generation/epoch, ignored. */
   stale: number;
@@ -230,6 +248,9 @@ export class RawNode {
   private lastCatchupTick = -Infinity;
   /** Peers whose messages were stale, since when (cleared by a current message). */
   private readonly staleSinceTick = new Map<string, number>();
+  /** Every peer of every view this node held in generation viewPeersGeneration (closeAcks() waits for them). */
+  private readonly viewPeers = new Set<string>();
+  private viewPeersGeneration = -1;
   private readonly lastPushTick = new Map<string, number>();
   readonly counters: Counters = { stale: 0, future: 0, rejected: {} };
 
@@ -336,6 +357,8 @@ export class RawNode {
     }
     this.staleSinceTick.delete(from);
     if (this.phase() === 'forming') return this.stepForming(from, msg);
+    // A heartbeat of the closed epoch is the sender's acknowledgement of the close (closeAcks()).
+    if (this.phase() === 'closed') return body.type === 'hb' ? this.membership.touch(from, body.bootId, this.now, msg.generation, msg.epoch) : undefined;
     this.stepActive(from, msg);
     this.pumpControl();
   }
@@ -536,6 +559,28 @@ export class RawNode {
       pending: this.sortedPending(),
       transitions: [...this.lcTransitions],
     };
+  }
+
+  /**
+   * While the mesh is closed: which peers of the closed generation are known to hold the
+   * closed view and which are not (null when the current view is not closed). A closed node
+   * answers a lagging peer's heartbeat with the closed view (catch-up), so the driver keeps it
+   * running until `waitingFor` is empty or a bound passes.
+   */
+  closeAcks(): CloseAcks | null {
+    const view = this.currentView;
+    if (!view?.closed) return null;
+    const known = new Set(this.viewPeers);
+    for (const p of this.membership.peers.values()) if (p.generation === view.generation) known.add(p.peerId);
+    known.delete(this.config.self);
+    const acknowledged: string[] = [];
+    const waitingFor: string[] = [];
+    for (const peerId of [...known].sort()) {
+      const heard = this.membership.peers.get(peerId);
+      const holds = heard !== undefined && compareEpoch(heard.generation, heard.epoch, view.generation, view.epoch) >= 0;
+      (holds ? acknowledged : waitingFor).push(peerId);
+    }
+    return { generation: view.generation, epoch: view.epoch, acknowledged, waitingFor };
   }
 
   /** The lifecycle state alone (cheap: for a driver's per-iteration check). */
@@ -967,6 +1012,11 @@ export class RawNode {
   }
 
   private setView(view: View): void {
+    if (view.generation !== this.viewPeersGeneration) {
+      this.viewPeers.clear();
+      this.viewPeersGeneration = view.generation;
+    }
+    for (const inc of [...view.ranks, ...view.spares]) if (inc) this.viewPeers.add(inc.peerId);
     this.currentView = view;
     this.currentDigest = viewDigest(view);
     this.currentMaskHex = activeMask(view).toHex();

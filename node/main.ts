@@ -58,15 +58,21 @@ async function main(): Promise<number> {
   if (node.tokenFile !== undefined) log.info({ tokenFile: node.tokenFile }, `bearer token for mutating routes is in ${node.tokenFile}`);
 
   const reason = await new Promise<string>((resolve) => {
-    // A STOP closed the mesh: the closed record keeps being gossiped for the grace period (so
-    // peers that missed the view learn it and exit too), then the process ends with 0.
+    // A STOP closed the mesh: the closed record keeps being gossiped until every peer this node
+    // knows of holds it (so a peer cut off by a partition learns it when it reconnects, and
+    // exits too), at least closedGraceMs and at most closeLingerMs; then the process ends with 0.
     void runtime.meshClosed.then(async (closed) => {
       // A spare or a joiner still warming up never waits on a mesh that will not come back
       // (nvidia-resiliency-ext's spares hung, or exited non-zero, at a closed rendezvous).
-      const what = closed.role === 'member' ? 'the mesh is closed (STOP)' : closed.role === 'spare' ? 'the mesh closed (STOP) while this node waited as a spare' : 'the mesh closed (STOP) before this node was given a rank';
-      log.info({ generation: closed.generation, epoch: closed.epoch, role: closed.role, graceMs: config.closedGraceMs }, `${what}; exiting 0 after the grace period`);
-      await Bun.sleep(config.closedGraceMs);
-      resolve('the mesh closed');
+      const what = {
+        member: 'the mesh is closed (STOP)',
+        spare: 'the mesh closed (STOP) while this node waited as a spare',
+        removed: 'the mesh closed (STOP) while this node was cut off from it (removed from the view before the close)',
+        outsider: 'the mesh closed (STOP) before this node was given a rank',
+      }[closed.role];
+      log.info({ generation: closed.generation, epoch: closed.epoch, role: closed.role, graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs }, `${what}; exiting 0 once the peers it knows of hold the closed record`);
+      const why = await runtime.closeLinger.done;
+      resolve(why === 'acknowledged' ? 'the mesh closed and every peer known holds the closed record' : 'the mesh closed and closeLingerMs passed');
     });
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));

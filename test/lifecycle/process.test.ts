@@ -1,6 +1,7 @@
 // The lifecycle with real node processes: STOP makes every process exit 0 (a waiting spare
-// included), and a rank that dies while the mesh is PAUSING does not hang the others — it is
-// removed by a view change and the pause completes over the remaining ranks.
+// included) once every peer holds the closed record, and a rank that dies while the mesh is
+// PAUSING does not hang the others — it is removed by a view change and the pause completes
+// over the remaining ranks.
 import { afterEach, expect, test } from 'bun:test';
 import { ProcCluster, type ProcNode } from '../../scripts/lib/proc-cluster.ts';
 import { waitFor } from '../node/helpers.ts';
@@ -55,7 +56,8 @@ test('STOP: every process exits 0, the waiting spare too', async () => {
   expect(stopped.body).toMatchObject({ state: 'STOPPED' });
   const codes = await Promise.all(cluster.nodes.map((n) => n.process.exited));
   expect(codes).toEqual([0, 0, 0, 0]);
-  for (const node of cluster.nodes) expect(node.logs.some((r) => r.msg.includes('exiting 0 after the grace period'))).toBe(true);
+  // Everyone heard everyone's closed heartbeat: nobody waited for the linger bound.
+  for (const node of cluster.nodes) expect(node.logs.some((r) => r.msg.includes('holds the closed record; exiting 0'))).toBe(true);
 }, 120_000);
 
 test('a rank killed while the mesh is PAUSING is removed and the pause completes', async () => {
