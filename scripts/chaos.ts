@@ -18,11 +18,11 @@ const options = new Command('chaos')
   .option('--minutes <m>', 'keep drawing scenarios until this much time has passed', Number, 5)
   .option('--nodes <n>', 'node processes (more than --world-size: the rest are hot spares)', integer, 6)
   .option('--world-size <n>', 'ranks of the mesh', integer, 5)
-  .option('--heal-after-exit', 'end with a STOP whose partition heals only after the majority exited (default: heal at once)')
+  .option('--heal-after-grace', 'end with a STOP whose partition heals only after the majority has been closed for longer than closedGraceMs; it must still be there, waiting for the minority (default: heal at once)')
   .option('--door <door>', 'where requests enter: generate (the edge, POST /v1/generate) or rank (POST /v1/rank/infer)', 'generate')
   .parse(process.argv.slice(2), { from: 'user' })
-  .opts<{ seed: number; minutes: number; nodes: number; worldSize: number; door: string; healAfterExit?: boolean }>();
-const healWithinGrace = options.healAfterExit !== true;
+  .opts<{ seed: number; minutes: number; nodes: number; worldSize: number; door: string; healAfterGrace?: boolean }>();
+const healWithinGrace = options.healAfterGrace !== true;
 if (options.door !== 'generate' && options.door !== 'rank') {
   process.stderr.write(`chaos: --door must be generate or rank, got ${options.door}\n`);
   process.exit(2);

@@ -270,12 +270,15 @@ async function pauseOnMajority(env: ChaosEnv): Promise<ScenarioReport> {
 }
 
 /**
- * STOP during a 2|3 partition: the majority pauses and stops, and its processes exit 0; the
- * minority cannot stop while cut off, and exits 0 once the heal lets it learn the mesh closed.
- * This ends the cluster: run it last.
+ * STOP during a 2|3 partition: the majority pauses and stops; the minority cannot stop while
+ * cut off. The closed majority keeps gossiping the closed record until the minority holds it
+ * too, so after the heal — at once, or (healWithinGrace false) only once the majority has been
+ * closed for longer than closedGraceMs — the minority learns the close, and every process exits
+ * 0. No majority node may exit before every minority node learned the close. This ends the
+ * cluster: run it last.
  */
 export async function stopDuringPartition(env: ChaosEnv, options: { healWithinGrace: boolean }): Promise<ScenarioReport> {
-  const title = options.healWithinGrace ? 'STOP during a partition, healed at once' : 'STOP during a partition, healed after the majority exited';
+  const title = options.healWithinGrace ? 'STOP during a partition, healed at once' : 'STOP during a partition, healed after the grace period';
   return scenario(env, title, async (ctx) => {
     const minority = pick(env, rankedNodes(env, ctx.view), 2);
     const majority = env.cluster.nodes.filter((n) => !minority.includes(n) && env.cluster.running(n));
@@ -286,14 +289,46 @@ export async function stopDuringPartition(env: ChaosEnv, options: { healWithinGr
     if (paused.status !== 200) ctx.violations.push({ invariant: 'liveness', detail: `PAUSE at majority answered ${paused.status}: ${paused.body}` });
     const stopped = await control(majority[0]!, 'stop', env.reactMs);
     if (stopped.status !== 200) ctx.violations.push({ invariant: 'liveness', detail: `STOP at majority answered ${stopped.status}: ${stopped.body}` });
-    // The majority keeps gossiping the closed record for closedGraceMs before it exits: a heal
-    // inside that window lets the minority learn of it; a later one finds nobody to tell it.
-    if (!options.healWithinGrace) await ctx.expect('the majority to exit', async () => majority.every((n) => !env.cluster.running(n)));
+    if (!options.healWithinGrace) {
+      // Past the grace period the majority must still be there, waiting for the minority: a
+      // node that left now would leave the minority nobody to learn the close from.
+      await ctx.expect('the majority to be closed for longer than closedGraceMs', async () => {
+        const closes = await Promise.all(majority.map(closeOf));
+        return closes.every((c) => c !== null && c.closedForMs !== null && c.closedForMs > c.graceMs + 1000) || majority.some((n) => !env.cluster.running(n));
+      });
+      const early = majority.filter((n) => !env.cluster.running(n));
+      if (early.length > 0) ctx.violations.push({ invariant: 'liveness', detail: `STOP linger: majority ${names(early)} exited while the minority could not have learned the close` });
+      const closes = await Promise.all(majority.map(closeOf));
+      const minorityPeers = minority.map((n) => n.peerId);
+      for (const [i, close] of closes.entries()) {
+        if (close !== null && !minorityPeers.every((p) => close.waitingFor.includes(p))) {
+          ctx.violations.push({ invariant: 'liveness', detail: `STOP linger: ${majority[i]!.name} does not wait for the cut-off minority: waitingFor ${JSON.stringify(close.waitingFor)}` });
+        }
+      }
+      env.log(`   closed for over the grace period; the majority waits for ${closes.map((c) => c?.waitingFor.length ?? '-').join(', ')} peer(s)`);
+    }
     const minorityGone = minority.filter((n) => !env.cluster.running(n));
     if (minorityGone.length > 0) ctx.violations.push({ invariant: 'minority-advanced', detail: `minority ${names(minorityGone)} exited while cut off from the STOP` });
     env.lab.heal();
     await ctx.expect('every process to exit', async () => env.cluster.nodes.every((n) => !env.cluster.running(n)));
+    // Every node that left did so after the minority had learned the close (its log says when).
+    const learnedMs = Math.max(...minority.map((n) => n.logs.findLast((r) => r.msg === 'mesh closed')?.time ?? Number.POSITIVE_INFINITY));
+    if (!Number.isFinite(learnedMs)) ctx.violations.push({ invariant: 'liveness', detail: `STOP linger: minority ${names(minority)} exited without learning the close` });
+    for (const node of majority) {
+      const leftMs = node.logs.at(-1)?.time ?? 0;
+      if (Number.isFinite(learnedMs) && leftMs < learnedMs) ctx.violations.push({ invariant: 'liveness', detail: `STOP linger: ${node.name} exited ${learnedMs - leftMs} ms before the minority learned the close` });
+    }
   }, { converge: false });
+}
+
+/** A node's GET /v1/lifecycle/close, or null (not running, unreachable). */
+async function closeOf(node: NsNode): Promise<{ state: string; closedForMs: number | null; graceMs: number; waitingFor: string[] } | null> {
+  try {
+    const res = await fetch(`${node.httpUrl}/v1/lifecycle/close`, { signal: AbortSignal.timeout(1000) });
+    return res.ok ? ((await res.json()) as { state: string; closedForMs: number | null; graceMs: number; waitingFor: string[] }) : null;
+  } catch {
+    return null;
+  }
 }
 
 // --- the frame every scenario runs in ------------------------------------------------------
