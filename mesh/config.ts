@@ -25,11 +25,28 @@ export interface CoreConfig {
   suspectTicks?: number;
   /** Ticks to wait for a probe's result before treating it as failed. */
   probeTimeoutTicks?: number;
+  /**
+   * Ticks between two scheduled probes of one watched member (one probe per member is in
+   * flight at a time, so a member that never answers is probed every probeTimeoutTicks).
+   */
+  probeIntervalTicks?: number;
+  /**
+   * Observers per member (K): each active member probes the next K active members in rank
+   * order (and a share of the spares) on schedule, whatever the mesh's size.
+   */
+  probeObservers?: number;
+  /** Recent scheduled-probe outcomes an observer keeps per watched member. */
+  probeWindow?: number;
+  /** Failed probes among the last probeWindow that make an observer report the member. */
+  probeFailuresToReport?: number;
   /** A proposed change must stay the same this long before this node votes for it. */
   settleTicks?: number;
   /** A peer outside the view must be heard continuously this long before it is admitted. */
   admitStableTicks?: number;
-  /** A reported peer must be heard continuously this long before the report is withdrawn. */
+  /**
+   * A peer reported for silence must be heard continuously this long before the report is
+   * withdrawn (a report made on failed scheduled probes is withdrawn only by probes).
+   */
   refuteTicks?: number;
   /** An undecided change this old makes this node run a classic round. */
   fallbackTicks?: number;
@@ -54,6 +71,10 @@ export const DEFAULT_TIMING = {
   heartbeatTicks: 2,
   suspectTicks: 4,
   probeTimeoutTicks: 2,
+  probeIntervalTicks: 3,
+  probeObservers: 3,
+  probeWindow: 5,
+  probeFailuresToReport: 3,
   settleTicks: 1,
   admitStableTicks: 4,
   refuteTicks: 12,
@@ -81,11 +102,17 @@ export function resolveConfig(config: CoreConfig): ResolvedConfig {
   }
   for (const key of Object.keys(DEFAULT_TIMING) as (keyof typeof DEFAULT_TIMING)[]) {
     const v = resolved[key];
-    const min = key === 'fallbackJitterTicks' ? 0 : key === 'reportThresholdMax' ? 2 : 1;
+    const min = key === 'fallbackJitterTicks' ? 0 : key === 'reportThresholdMax' || key === 'probeObservers' ? 2 : 1;
     if (!Number.isInteger(v) || v < min) throw new ConfigError(`${key} must be an integer ≥ ${min}, got ${v}`);
   }
   if (resolved.suspectTicks < 2 * resolved.heartbeatTicks) {
     throw new ConfigError(`suspectTicks (${resolved.suspectTicks}) must be at least twice heartbeatTicks (${resolved.heartbeatTicks}), or one lost heartbeat raises suspicion`);
+  }
+  if (resolved.probeFailuresToReport > resolved.probeWindow) {
+    throw new ConfigError(`probeFailuresToReport (${resolved.probeFailuresToReport}) must be at most probeWindow (${resolved.probeWindow}), or no member is ever reported on probes`);
+  }
+  if (2 * resolved.probeFailuresToReport <= resolved.probeWindow) {
+    throw new ConfigError(`probeFailuresToReport (${resolved.probeFailuresToReport}) must be more than half of probeWindow (${resolved.probeWindow}): a report needs a majority of failed probes`);
   }
   return resolved;
 }

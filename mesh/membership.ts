@@ -3,11 +3,21 @@
  * detector (suspicion, direct probe, report), the tally of every observer's reports, and
  * the change it would propose from all of that.
  *
+ * Two detectors feed the reports (docs/PROTOCOL.md, failure detection):
+ *  - silence: a recorded peer not heard for suspectTicks is probed, and reported if the probe
+ *    fails; such a report is withdrawn once the peer is heard again for refuteTicks. This
+ *    finds crashed and hung nodes.
+ *  - scheduled probes: every active member probes its K ring subjects (observers.ts) every
+ *    probeIntervalTicks and reports one when most of its recent probes failed; only its own
+ *    probes succeeding again withdraw that report. This finds a node that still gets some
+ *    gossip through (retransmits, copies relayed by others) but loses much of what it sends.
+ *
  * Cut detection follows Rapid: a member is put in a proposed cut only when at least
  * reportThreshold(...) distinct active observers report it, so a single bad link (which
  * makes just its two ends report each other) never evicts anyone.
  */
 import type { ResolvedConfig } from './config.ts';
+import { ProbeHistory, watchedBy } from './observers.ts';
 import { reportThreshold } from './quorum.ts';
 import {
   type Change,
@@ -20,6 +30,27 @@ import {
 import type { Role } from './wire.ts';
 
 export type Liveness = 'alive' | 'suspected' | 'reported';
+
+/**
+ * Why this node reports an incarnation. 'gone': it fell silent and a probe failed, a probe
+ * was refused, or it restarted — hearing it again withdraws the report. 'probes': most of
+ * this node's recent scheduled probes of it failed — only probes withdraw the report.
+ */
+export type ReportReason = 'gone' | 'probes';
+
+/** A direct probe the driver should make now; its result goes back with this id. */
+export interface ProbeRequest {
+  readonly peer: string;
+  readonly id: number;
+  /** Started because the peer fell silent or its connection closed, not on schedule. */
+  readonly suspected: boolean;
+}
+
+/** A report this node started in the last step (for the driver's log). */
+export interface NewReport {
+  readonly inc: Incarnation;
+  readonly reason: ReportReason;
+}
 
 export interface PeerInfo {
   readonly peerId: string;
@@ -50,16 +81,18 @@ export interface HeartbeatFields {
 export class Membership {
   /** Invariant: keyed by peerId; never holds this node itself. */
   readonly peers = new Map<string, PeerInfo>();
-  /** Peers probed directly, with the tick by which the result must arrive. */
-  private readonly probes = new Map<string, number>();
+  /** Invariant: at most one probe per peer is in flight. */
+  private readonly probes = new Map<string, Probe>();
+  private nextProbeId = 1;
   /**
-   * Probes started on outside evidence (suspectNow) rather than silence. Invariant: a subset
-   * of `probes`' keys. Recent hearing does not cancel them: the probe itself decides.
+   * Scheduled-probe state of each incarnation this node watches, by incarnation key. It
+   * outlives view changes (a lossy member stays reported in the next epoch) and is dropped
+   * once the incarnation is no longer watched.
    */
-  private readonly evidenceProbes = new Set<string>();
+  private readonly watches = new Map<string, Watch>();
   /** This node's reports in the current epoch, by incarnation key. */
-  private readonly myReports = new Map<string, Incarnation>();
-  private reportsGrew = false;
+  private readonly myReports = new Map<string, { inc: Incarnation; reason: ReportReason }>();
+  private newReports: NewReport[] = [];
   /** Last tick a direct probe of each peer succeeded. */
   private readonly probedOkTick = new Map<string, number>();
   /**
@@ -116,10 +149,12 @@ export class Membership {
       info.closeRequested = hb.closeRequested;
       info.reports = hb.reports;
     }
-    // A report is withdrawn once its subject has been heard without a gap for refuteTicks:
-    // long enough that a flapping peer stays reported, short enough that a healed link heals.
+    // A silence report is withdrawn once its subject has been heard without a gap for
+    // refuteTicks: long enough that a flapping peer stays reported, short enough that a healed
+    // link heals. A report on failed probes is not: gossip relayed by others proves the process
+    // is up, not that its own links carry what it sends.
     const key = incarnationKey({ peerId: from, bootId });
-    if (this.myReports.has(key) && now - info.heardSinceTick >= this.config.refuteTicks) this.myReports.delete(key);
+    if (this.myReports.get(key)?.reason === 'gone' && now - info.heardSinceTick >= this.config.refuteTicks) this.myReports.delete(key);
   }
 
   /** Liveness alone (a message of another epoch still proves the peer's process is up). */
@@ -127,11 +162,13 @@ export class Membership {
     this.heard(from, now, generation, epoch, null, bootId);
   }
 
-  /** A new view was committed: reports and probes belong to the old epoch. */
+  /**
+   * A new view was committed: reports and probes in flight belong to the old epoch. Probe
+   * histories stay; detect() re-reports from them in the new epoch.
+   */
   resetEpoch(now: number): void {
     this.myReports.clear();
     this.probes.clear();
-    this.evidenceProbes.clear();
     this.probedOkTick.clear();
     this.epochStartTick = now;
     for (const info of this.peers.values()) info.reports = [];
@@ -155,65 +192,85 @@ export class Membership {
     return this.config.admitStableTicks * Math.min(32, 8 * 2 ** (removed - 1));
   }
 
-  /** Whether this node's reports grew since the last call (they are then gossiped at once). */
-  takeNewReports(): boolean {
-    const grew = this.reportsGrew;
-    this.reportsGrew = false;
-    return grew;
+  /** The reports this node started since the last call (they are then gossiped at once). */
+  takeNewReports(): NewReport[] {
+    const added = this.newReports;
+    this.newReports = [];
+    return added;
   }
 
-  private report(inc: Incarnation): void {
+  private report(inc: Incarnation, reason: ReportReason): void {
     const key = incarnationKey(inc);
-    if (this.myReports.has(key)) return;
-    this.myReports.set(key, inc);
-    this.reportsGrew = true;
+    const held = this.myReports.get(key);
+    if (held) {
+      // Probe evidence outlasts a silence report: hearing the peer must not cancel it.
+      if (reason === 'probes') held.reason = 'probes';
+      return;
+    }
+    this.myReports.set(key, { inc, reason });
+    this.newReports.push({ inc, reason });
   }
 
   /** This node's own reports, for its heartbeat. */
   reports(): Incarnation[] {
-    return [...this.myReports.values()];
+    return [...this.myReports.values()].map((r) => r.inc);
   }
 
   /**
-   * One failure-detector step over every incarnation the view records. Returns the peers
-   * to probe now. A peer heard under a new bootId is reported at once (its old incarnation
-   * is gone); a silent one is probed first and reported only if the probe fails or times out.
+   * One failure-detector step over every incarnation the view records. Returns the probes
+   * to make now. A peer heard under a new bootId is reported at once (its old incarnation is
+   * gone); a silent one is probed first and reported only if the probe fails or times out;
+   * the members this node watches are probed on schedule whatever is heard of them.
    */
-  detect(view: View, self: string, selfBootId: string, now: number): string[] {
-    const toProbe: string[] = [];
+  detect(view: View, self: string, selfBootId: string, now: number): ProbeRequest[] {
+    const cfg = this.config;
+    const toProbe: ProbeRequest[] = [];
+    const returning = this.updateWatches(view, self, now);
+    for (const inc of returning) {
+      const probe = this.probes.get(inc.peerId);
+      if (probe && now >= probe.deadline) this.settle(inc, probe, false, false, now, false);
+      const watch = this.watches.get(incarnationKey(inc));
+      if (!this.probes.has(inc.peerId) && watch && now >= watch.nextProbeTick) {
+        watch.nextProbeTick = now + cfg.probeIntervalTicks;
+        toProbe.push(this.startProbe(inc.peerId, 'schedule', now));
+      }
+    }
     const subjects: Incarnation[] = [];
     for (const h of view.ranks) if (h) subjects.push(h);
     for (const s of view.spares) subjects.push(s);
     for (const inc of subjects) {
       const key = incarnationKey(inc);
-      if (this.myReports.has(key)) continue;
+      if (this.myReports.get(key)?.reason === 'gone') continue;
       if (inc.peerId === self) {
-        if (inc.bootId !== selfBootId) this.report(inc);
+        if (inc.bootId !== selfBootId) this.report(inc, 'gone');
         continue;
       }
       const info = this.peers.get(inc.peerId);
-      if (info && info.bootId !== inc.bootId && now - info.lastHeardTick <= this.config.suspectTicks) {
-        this.report(inc);
+      if (info && info.bootId !== inc.bootId && now - info.lastHeardTick <= cfg.suspectTicks) {
+        this.report(inc, 'gone');
         this.probes.delete(inc.peerId);
         continue;
       }
-      const heard = info && info.bootId === inc.bootId ? info.lastHeardTick : -Infinity;
-      const lastHeard = Math.max(heard, this.probedOkTick.get(inc.peerId) ?? -Infinity);
-      const silentSince = Math.max(lastHeard, this.epochStartTick);
-      const deadline = this.probes.get(inc.peerId);
-      if (deadline !== undefined) {
-        const evidence = this.evidenceProbes.has(inc.peerId);
-        if (now - silentSince <= this.config.suspectTicks && !evidence) this.probes.delete(inc.peerId);
-        else if (now >= deadline) {
-          this.probes.delete(inc.peerId);
-          this.evidenceProbes.delete(inc.peerId);
-          this.report(inc);
-        }
+      let probe = this.probes.get(inc.peerId);
+      if (probe && now >= probe.deadline) {
+        // Unanswered in time: a failure, but not proof that the process is gone.
+        this.settle(inc, probe, false, false, now);
+        probe = undefined;
+        if (this.myReports.get(key)?.reason === 'gone') continue;
+      }
+      const watch = this.watches.get(key);
+      if (watch?.history.verdict() === 'report') this.report(inc, 'probes');
+      const silent = now - this.silentSince(inc) > cfg.suspectTicks;
+      if (probe) {
+        // A silence probe is called off when the peer is heard again; a scheduled or
+        // evidence probe is not: its result is the evidence.
+        if (probe.why === 'silence' && !silent) this.probes.delete(inc.peerId);
         continue;
       }
-      if (now - silentSince > this.config.suspectTicks) {
-        this.probes.set(inc.peerId, now + this.config.probeTimeoutTicks);
-        toProbe.push(inc.peerId);
+      if (silent && !this.myReports.has(key)) toProbe.push(this.startProbe(inc.peerId, 'silence', now));
+      else if (watch && now >= watch.nextProbeTick) {
+        watch.nextProbeTick = now + cfg.probeIntervalTicks;
+        toProbe.push(this.startProbe(inc.peerId, 'schedule', now));
       }
     }
     return toProbe;
@@ -221,39 +278,32 @@ export class Membership {
 
   /**
    * Outside evidence that `peer` may be gone (the transport saw its last connection close):
-   * probe it now instead of waiting out suspectTicks of silence. Returns whether a probe is
-   * due. Evidence alone never reports a peer — only a failed or unanswered probe does, so a
-   * dropped connection to a live peer costs one probe and nothing else.
+   * probe it now instead of waiting out suspectTicks of silence. Returns the probe to make, or
+   * null. Evidence alone never reports a peer — only a refused probe, or a failed one once the
+   * peer is also silent, does — so a dropped connection to a live peer costs one probe.
    */
-  suspectNow(view: View, peer: string, now: number): boolean {
-    if (this.probes.has(peer)) return false;
-    const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
-    if (!inc || this.myReports.has(incarnationKey(inc))) return false;
-    this.probes.set(peer, now + this.config.probeTimeoutTicks);
-    this.evidenceProbes.add(peer);
-    return true;
+  suspectNow(view: View, peer: string, now: number): ProbeRequest | null {
+    if (this.probes.has(peer)) return null;
+    const inc = recordedIn(view, peer);
+    if (!inc || this.myReports.has(incarnationKey(inc))) return null;
+    return this.startProbe(peer, 'evidence', now);
   }
 
   /**
-   * The result of a direct probe this node asked for. `conclusive` says whether a failure
-   * proves the process gone (its host refused the connection) or may be load or loss (a
-   * timeout). A silent peer is reported on any failure; a peer probed only on evidence (its
-   * connection closed while it kept talking) is reported only on a conclusive one — otherwise
-   * the evidence is dropped and silence decides, as for any peer.
+   * The result of a direct probe this node asked for (`id` as in the request; omitted, the
+   * probe in flight to `peer`). `conclusive` says whether a failure proves the process gone
+   * (its host refused the connection) or may be load or loss (a timeout). A refused probe
+   * reports the peer; a silence probe reports it on any failure; every probe of a watched
+   * member counts in its history, which reports it when most recent probes failed.
    */
-  probeResult(view: View, peer: string, ok: boolean, now: number, conclusive = true): void {
-    if (!this.probes.has(peer)) return;
-    const evidence = this.evidenceProbes.has(peer);
+  probeResult(view: View, peer: string, ok: boolean, now: number, conclusive = true, id?: number): void {
+    const probe = this.probes.get(peer);
+    if (!probe || (id !== undefined && id !== probe.id)) return;
+    const inc = recordedIn(view, peer);
+    if (inc) return this.settle(inc, probe, ok, conclusive, now, true);
+    const returning = [...this.watches.values()].find((w) => w.inc.peerId === peer && !recordedIn(view, peer));
+    if (returning) return this.settle(returning.inc, probe, ok, conclusive, now, false);
     this.probes.delete(peer);
-    this.evidenceProbes.delete(peer);
-    const inc = view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
-    if (!inc) return;
-    if (ok) {
-      // The peer answered directly: its gossip is lost, not its process. Suspicion starts over.
-      this.probedOkTick.set(peer, now);
-    } else if (conclusive || !evidence) {
-      this.report(inc);
-    }
   }
 
   liveness(peerId: string, now: number, view: View | null): Liveness {
@@ -273,7 +323,7 @@ export class Membership {
   reportCounts(view: View, self: string): Map<string, number> {
     const counts = new Map<string, number>();
     for (const observer of activePeers(view)) {
-      const reports = observer === self ? this.myReports.values() : (this.peers.get(observer)?.reports ?? []);
+      const reports = observer === self ? this.reports() : (this.peers.get(observer)?.reports ?? []);
       for (const r of reports) {
         const key = incarnationKey(r);
         counts.set(key, (counts.get(key) ?? 0) + 1);
@@ -296,9 +346,13 @@ export class Membership {
         if (!inc) continue;
         const n = counts.get(incarnationKey(inc)) ?? 0;
         if (n === 0) continue;
-        // Observers of an active member are the other active members; a restarted peer
-        // reporting its own old incarnation also counts, so a one-member mesh can recover.
-        const observers = Math.max(1, actives.size - (actives.has(inc.peerId) ? 1 : 0));
+        // Any other active member may report a member on silence, but only its probeObservers
+        // ring observers probe it on schedule: the threshold must be reachable by those alone,
+        // or a lossy member that still gets its gossip through would never be removed. A
+        // restarted peer reporting its own old incarnation also counts, so a one-member mesh
+        // can recover.
+        const others = Math.max(1, actives.size - (actives.has(inc.peerId) ? 1 : 0));
+        const observers = Math.min(others, cfg.probeObservers);
         if (n >= reportThreshold(observers, cfg.reportThresholdMax, actives.size)) remove.push(inc);
       }
     }
@@ -316,6 +370,7 @@ export class Membership {
       if (ranksAfter.some((h) => h?.peerId === c.peerId)) return;
       if (sparesAfter.some((s) => s.peerId === c.peerId)) return;
       if (now - c.heardSinceTick < this.admitTicks(c)) return;
+      if (c.peerId !== self.peerId && !this.probedClean(c)) return;
       outsiders.push(c);
     };
     // Gateways route requests and never hold a rank: they are neither admitted nor spares.
@@ -370,4 +425,109 @@ export class Membership {
     if (activeAfter === 0) return { remove: [], admit: [], addSpares: [], close: closeRequested };
     return { remove, admit, addSpares, close: closeRequested };
   }
+
+  /** The tick since which `inc` counts as silent here (heard, answered a probe, or the epoch began). */
+  private silentSince(inc: Incarnation): number {
+    const info = this.peers.get(inc.peerId);
+    const heard = info && info.bootId === inc.bootId ? info.lastHeardTick : -Infinity;
+    const lastHeard = Math.max(heard, this.probedOkTick.get(inc.peerId) ?? -Infinity);
+    return Math.max(lastHeard, this.epochStartTick);
+  }
+
+  private startProbe(peer: string, why: Probe['why'], now: number): ProbeRequest {
+    const probe: Probe = { id: this.nextProbeId++, deadline: now + this.config.probeTimeoutTicks, why };
+    this.probes.set(peer, probe);
+    return { peer, id: probe.id, suspected: why !== 'schedule' };
+  }
+
+  /** A probe ended (answered, failed or timed out): record it and report or withdraw. */
+  private settle(inc: Incarnation, probe: Probe, ok: boolean, conclusive: boolean, now: number, recorded = true): void {
+    this.probes.delete(inc.peerId);
+    const key = incarnationKey(inc);
+    const watch = this.watches.get(key);
+    if (watch) {
+      watch.history.record(ok);
+      watch.answeredInARow = ok ? watch.answeredInARow + 1 : 0;
+    }
+    // A removed incarnation asking back in is only measured: there is nothing to report.
+    if (!recorded) return;
+    if (ok) {
+      // The peer answered directly: its gossip is lost, not its process. Suspicion starts over.
+      this.probedOkTick.set(inc.peerId, now);
+    } else if (conclusive || probe.why === 'silence' || now - this.silentSince(inc) > this.config.suspectTicks) {
+      this.report(inc, 'gone');
+      return;
+    }
+    if (!watch) return;
+    const verdict = watch.history.verdict();
+    if (verdict === 'report') this.report(inc, 'probes');
+    else if (verdict === 'withdraw' && this.myReports.get(key)?.reason === 'probes') this.myReports.delete(key);
+  }
+
+  /**
+   * Starts watching this view's ring subjects of `self` and the removed incarnations that ask
+   * back in, and forgets the others. Returns the latter: an incarnation removed while still
+   * running (a lossy link, a partition) is probed by every member before any proposes it
+   * again, so a node whose links still lose most of what it sends stays out instead of being
+   * admitted and removed over and over. They are few: only incarnations removed before.
+   */
+  private updateWatches(view: View, self: string, now: number): Incarnation[] {
+    const cfg = this.config;
+    const returning = this.returningIncarnations(view, now);
+    const watched = [...watchedBy(view, self, cfg.probeObservers), ...returning];
+    const keys = new Set(watched.map(incarnationKey));
+    for (const key of this.watches.keys()) if (!keys.has(key)) this.watches.delete(key);
+    watched.forEach((inc, i) => {
+      const key = incarnationKey(inc);
+      if (this.watches.has(key)) return;
+      // Spread first probes over one interval so they do not all leave in the same tick.
+      const offset = Math.floor((i * cfg.probeIntervalTicks) / watched.length);
+      this.watches.set(key, { inc, history: new ProbeHistory(cfg.probeWindow, cfg.probeFailuresToReport), nextProbeTick: now + 1 + offset, answeredInARow: 0 });
+    });
+    return returning;
+  }
+
+  /** Live peers outside the view whose current incarnation was removed from a view before. */
+  private returningIncarnations(view: View, now: number): Incarnation[] {
+    const out: Incarnation[] = [];
+    for (const info of this.peers.values()) {
+      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now) || recordedIn(view, info.peerId)) continue;
+      const inc = { peerId: info.peerId, bootId: info.bootId };
+      if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0) out.push(inc);
+    }
+    return out;
+  }
+
+  /**
+   * Whether this node's own probes clear a removed incarnation for admission: its last
+   * 2 × probeWindow probes answered, doubling with each removal (at most 4 × probeWindow), so
+   * a link that still loses much of what it sends almost never shows such a clean run.
+   */
+  private probedClean(inc: Incarnation): boolean {
+    const removed = this.removals.get(incarnationKey(inc)) ?? 0;
+    if (removed === 0) return true;
+    const needed = this.config.probeWindow * Math.min(4, 2 ** removed);
+    return (this.watches.get(incarnationKey(inc))?.answeredInARow ?? 0) >= needed;
+  }
+}
+
+/** A probe in flight: why it was started, and the tick by which its result must arrive. */
+interface Probe {
+  readonly id: number;
+  readonly deadline: number;
+  /** 'silence': the peer fell silent; 'evidence': its connection closed; 'schedule': a ring probe. */
+  readonly why: 'silence' | 'evidence' | 'schedule';
+}
+
+/** This node's scheduled probing of one watched incarnation. */
+interface Watch {
+  readonly inc: Incarnation;
+  readonly history: ProbeHistory;
+  nextProbeTick: number;
+  /** Probes answered since the last one that failed. */
+  answeredInARow: number;
+}
+
+function recordedIn(view: View, peer: string): Incarnation | undefined {
+  return view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
 }

@@ -34,7 +34,7 @@ import {
   isTransient,
   resolveRound,
 } from './lifecycle.ts';
-import { type Liveness, Membership } from './membership.ts';
+import { type Liveness, Membership, type ReportReason } from './membership.ts';
 import { Prng } from './prng.ts';
 import {
   type Change,
@@ -145,8 +145,13 @@ export interface PersistentState {
 export type Outbound = { kind: 'gossip'; msg: Message } | { kind: 'direct'; to: string; msg: Message };
 
 export type Action =
-  /** Probe `peer` directly (e.g. libp2p ping) and report with probeResult(). */
-  | { kind: 'probe'; peer: string }
+  /**
+   * Probe `peer` directly (e.g. libp2p ping) and hand the outcome to probeResult() with this
+   * `id`. `suspected`: the peer fell silent or lost its connection (not a scheduled probe).
+   */
+  | { kind: 'probe'; peer: string; id: number; suspected: boolean }
+  /** This node started reporting an incarnation (for the log): 'gone' on silence or a refused probe, 'probes' when most of its recent probes failed. */
+  | { kind: 'reported'; peerId: string; bootId: string; reason: ReportReason }
   /** A new view was committed (or learned by catch-up). */
   | { kind: 'viewCommitted'; view: View }
   /** The mesh is closed: the driver lingers until closeAcks() waits for nobody (or a bound passes), then exits 0. */
@@ -372,17 +377,19 @@ export class RawNode {
   peerDisconnected(peer: string): void {
     const view = this.currentView;
     if (!view || !this.agreement?.acceptors.has(this.config.self) || peer === this.config.self) return;
-    if (this.membership.suspectNow(view, peer, this.now)) this.actions.push({ kind: 'probe', peer });
+    const probe = this.membership.suspectNow(view, peer, this.now);
+    if (probe) this.actions.push({ kind: 'probe', ...probe });
   }
 
   /**
    * The answer to a {kind:'probe'} action. `conclusive` (default true): a failure proves the
-   * process gone (connection refused), not merely slow or unreachable (a timeout).
+   * process gone (connection refused), not merely slow or unreachable (a timeout). `id`: the
+   * action's; a result for a probe no longer in flight is ignored (omitted: the one in flight).
    */
-  probeResult(peer: string, ok: boolean, conclusive = true): void {
+  probeResult(peer: string, ok: boolean, conclusive = true, id?: number): void {
     if (!this.currentView) return;
-    this.membership.probeResult(this.currentView, peer, ok, this.now, conclusive);
-    if (this.membership.takeNewReports()) this.gossip(this.heartbeat());
+    this.membership.probeResult(this.currentView, peer, ok, this.now, conclusive, id);
+    this.announceNewReports();
   }
 
   /** This node finished warming up and may be given a rank (announced in heartbeats). */
@@ -680,14 +687,21 @@ export class RawNode {
     if (!view || !agreement) return;
     let own: Change | null = null;
     if (agreement.acceptors.has(this.config.self)) {
-      for (const peer of this.membership.detect(view, this.config.self, this.config.bootId, this.now)) {
-        this.actions.push({ kind: 'probe', peer });
+      for (const probe of this.membership.detect(view, this.config.self, this.config.bootId, this.now)) {
+        this.actions.push({ kind: 'probe', ...probe });
       }
-      // A new report travels at once rather than with the next regular heartbeat.
-      if (this.membership.takeNewReports()) this.gossip(this.heartbeat());
+      this.announceNewReports();
       own = this.settledChange(view);
     }
     agreement.tick(this.now, own);
+  }
+
+  /** New reports travel at once rather than with the next regular heartbeat. */
+  private announceNewReports(): void {
+    const added = this.membership.takeNewReports();
+    if (added.length === 0) return;
+    for (const { inc, reason } of added) this.actions.push({ kind: 'reported', peerId: inc.peerId, bootId: inc.bootId, reason });
+    this.gossip(this.heartbeat());
   }
 
   /** This node's proposal, once it has stayed the same for settleTicks; null if none. */

@@ -1,4 +1,4 @@
-// `bun scripts/chaos.ts [--seed N] [--minutes M] [--nodes N] [--world-size W]`: the long
+// `bun scripts/chaos.ts [--seed N] [--minutes M] [--nodes N] [--world-size W] [--only TEXT]`: the long
 // real-process chaos run. Node processes run in their own network namespaces (needs root and
 // iproute2; nftables for the loss scenarios), requests flow through every reachable node, and
 // every scenario of test/chaos/scenarios.ts runs at least once — then more, in an order drawn
@@ -20,8 +20,9 @@ const options = new Command('chaos')
   .option('--world-size <n>', 'ranks of the mesh', integer, 5)
   .option('--heal-after-grace', 'end with a STOP whose partition heals only after the majority has been closed for longer than closedGraceMs; it must still be there, waiting for the minority (default: heal at once)')
   .option('--door <door>', 'where requests enter: generate (the edge, POST /v1/generate) or rank (POST /v1/rank/infer)', 'generate')
+  .option('--only <text>', 'run only the scenarios whose name contains this text (the closing STOP during a partition too, only if it matches)')
   .parse(process.argv.slice(2), { from: 'user' })
-  .opts<{ seed: number; minutes: number; nodes: number; worldSize: number; door: string; healAfterGrace?: boolean }>();
+  .opts<{ seed: number; minutes: number; nodes: number; worldSize: number; door: string; healAfterGrace?: boolean; only?: string }>();
 const healWithinGrace = options.healAfterGrace !== true;
 if (options.door !== 'generate' && options.door !== 'rank') {
   process.stderr.write(`chaos: --door must be generate or rank, got ${options.door}\n`);
@@ -67,10 +68,12 @@ const reports: ScenarioReport[] = [];
 try {
   await waitConverged(env, 120_000);
   const names = (Object.keys(scenarios) as ScenarioName[]).filter((n) => {
+    if (options.only !== undefined && !n.includes(options.only)) return false;
     if (n.startsWith('one-way loss') && nftMissing !== undefined) return false;
     return !(n.includes('spare') && options.nodes <= options.worldSize);
   });
-  const deadline = performance.now() + options.minutes * 60_000;
+  if (names.length === 0) print(`chaos: no scenario name contains ${JSON.stringify(options.only)}`);
+  const deadline = names.length === 0 ? 0 : performance.now() + options.minutes * 60_000;
   const queue = shuffle(names);
   let recovered = true;
   while (queue.length > 0 || performance.now() < deadline) {
@@ -83,7 +86,8 @@ try {
       break;
     }
   }
-  if (recovered) reports.push(await stopDuringPartition(env, { healWithinGrace }));
+  const stopName = healWithinGrace ? 'STOP during a partition, healed at once' : 'STOP during a partition, healed after the grace period';
+  if (recovered && (options.only === undefined || stopName.includes(options.only))) reports.push(await stopDuringPartition(env, { healWithinGrace }));
 } finally {
   await cluster.stop();
   lab.destroy();

@@ -74,9 +74,12 @@ function freshEngine(): SimEngine {
 
 type Event =
   | { kind: 'msg'; from: string; to: string; msg: Message }
-  | { kind: 'probe'; node: string; bootId: string; peer: string; ok: boolean; conclusive: boolean }
+  | { kind: 'probe'; node: string; bootId: string; peer: string; id: number; ok: boolean; conclusive: boolean }
   /** The node's transport saw its connection to `peer` close (evidence, not proof). */
   | { kind: 'disconnect'; node: string; bootId: string; peer: string };
+
+/** Round trips one probe may try (TCP retransmits within the probe's deadline). */
+export const PROBE_ATTEMPTS = 3;
 
 export interface ClusterOptions {
   meshId: string;
@@ -97,6 +100,13 @@ export interface ClusterOptions {
   workRate?: number;
   /** Replaces the drain rule (tests pass a broken one to prove the checkers). */
   drainRule?: DrainRule;
+  /**
+   * Gossip travels as on the real transport: each copy over TCP (a lost packet is sent again,
+   * up to PROBE_ATTEMPTS tries) and relayed by gossipsub's mesh (a peer whose copy was lost
+   * still gets the message if a live peer that got it can reach it). A node that loses most of
+   * what it sends is then still heard, which is what its real peers see.
+   */
+  gossipRelay?: boolean;
 }
 
 export class SimCluster {
@@ -329,7 +339,7 @@ export class SimCluster {
     if (ev.kind === 'probe') {
       const n = this.node(ev.node);
       if (!n.core || n.bootId !== ev.bootId) return;
-      n.core.probeResult(ev.peer, ev.ok, ev.conclusive);
+      n.core.probeResult(ev.peer, ev.ok, ev.conclusive, ev.id);
       return this.drain(n);
     }
     const n = this.node(ev.to);
@@ -354,12 +364,12 @@ export class SimCluster {
         const msg = this.opts.wire ? roundTrip(out.msg) : out.msg;
         checkers.onSend(n.peerId, n.stored, msg);
         if (out.kind === 'direct') this.send(n.peerId, out.to, msg);
-        else for (const to of this.order) if (to !== n.peerId) this.send(n.peerId, to, msg);
+        else this.publish(n.peerId, msg);
       }
       for (const action of rd.actions) {
         this.onAction?.(n.peerId, action);
         if (action.kind === 'viewCommitted') checkers.onCommit(n.peerId, action.view);
-        else if (action.kind === 'probe') this.probe(n, action.peer);
+        else if (action.kind === 'probe') this.probe(n, action.peer, action.id);
         else if (action.kind === 'barrierComplete') checkers.onBarrierComplete(n.peerId, action);
         else if (action.kind === 'lifecycle') {
           checkers.onLifecycle(n.peerId, n.bootId, action);
@@ -380,14 +390,43 @@ export class SimCluster {
     for (const delay of this.network.deliveries(from, to)) this.schedule(this.step + delay, { kind: 'msg', from, to, msg });
   }
 
-  private probe(n: SimNode, peer: string): void {
+  /** A gossip message from `from` to every other node, relayed one hop when gossipRelay is on. */
+  private publish(from: string, msg: Message): void {
+    const direct = new Map<string, number[]>();
+    const relay = this.opts.gossipRelay === true;
+    for (const to of this.order) if (to !== from) direct.set(to, relay ? this.retried(from, to) : this.network.deliveries(from, to));
+    for (const [to, delays] of direct) {
+      for (const delay of delays) this.schedule(this.step + delay, { kind: 'msg', from, to, msg });
+      if (delays.length > 0 || !relay) continue;
+      // The first live peer (in a fixed order) holding a copy that can reach `to` relays it.
+      for (const [via, got] of direct) {
+        const first = got[0];
+        if (via === to || first === undefined || !this.node(via).core) continue;
+        const hop = this.retried(via, to)[0];
+        if (hop === undefined) continue;
+        this.schedule(this.step + first + hop, { kind: 'msg', from, to, msg });
+        break;
+      }
+    }
+  }
+
+  /** One copy over TCP: tried up to PROBE_ATTEMPTS times, each lost try costing the longest delay. */
+  private retried(from: string, to: string): number[] {
+    for (let i = 0; i < PROBE_ATTEMPTS; i++) {
+      const delays = this.network.deliveries(from, to);
+      if (delays.length > 0) return delays.map((d) => d + i * this.network.faults.delayStepsMax);
+    }
+    return [];
+  }
+
+  private probe(n: SimNode, peer: string, id: number): void {
     const target = this.nodes.get(peer);
-    const rt = this.network.roundTrip(n.peerId, peer);
+    const rt = this.network.roundTrip(n.peerId, peer, PROBE_ATTEMPTS);
     // A dead process's host refuses the connection (conclusive); a crashed host, a cut link or
     // a lost packet only lets the probe time out.
     const refused = rt.ok && !!target && !target.core && target.crashedHow === 'process';
     const ok = rt.ok && !!target?.core;
-    this.schedule(this.step + rt.steps, { kind: 'probe', node: n.peerId, bootId: n.bootId, peer, ok, conclusive: ok || refused });
+    this.schedule(this.step + rt.steps, { kind: 'probe', node: n.peerId, bootId: n.bootId, peer, id, ok, conclusive: ok || refused });
   }
 
   private schedule(at: number, ev: Event): void {

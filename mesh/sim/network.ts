@@ -41,12 +41,20 @@ export class VirtualNetwork {
     return [first, this.prng.int(1, this.faults.delayStepsMax * 2)];
   }
 
-  /** Whether a round trip a→b→a gets through, and how long it takes (for probes). */
-  roundTrip(a: string, b: string): { ok: boolean; steps: number } {
-    const there = this.deliveries(a, b);
-    const back = this.deliveries(b, a);
-    const steps = (there[0] ?? this.faults.delayStepsMax) + (back[0] ?? this.faults.delayStepsMax);
-    return { ok: there.length > 0 && back.length > 0, steps };
+  /**
+   * Whether a round trip a→b→a gets through within `attempts` tries, and how long it takes
+   * (for probes: a real probe rides on TCP, which sends a lost segment again, so one lost
+   * packet delays it rather than failing it; a link losing most packets still fails it).
+   */
+  roundTrip(a: string, b: string, attempts = 1): { ok: boolean; steps: number } {
+    let steps = 0;
+    for (let i = 0; i < attempts; i++) {
+      const there = this.deliveries(a, b);
+      const back = this.deliveries(b, a);
+      steps += (there[0] ?? this.faults.delayStepsMax) + (back[0] ?? this.faults.delayStepsMax);
+      if (there.length > 0 && back.length > 0) return { ok: true, steps };
+    }
+    return { ok: false, steps };
   }
 
   block(from: string, to: string): void {

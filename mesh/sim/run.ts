@@ -84,14 +84,18 @@ export function runSeed(opts: RunOptions): RunResult {
         retransmitTicks: prng.int(2, 6),
         reportThresholdMax: prng.int(2, 4),
         formSettleTicks: prng.int(1, 4),
+        probeIntervalTicks: prng.int(1, 6),
+        probeObservers: prng.int(2, 5),
       };
   const workRate = prng.pick([0, 0.1, 0.3]);
   const commandRate = prng.pick([0, 0.02, 0.05]);
-  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]), timing, workRate });
+  // Half the runs carry gossip as the real transport does (TCP, relayed by the mesh).
+  const gossipRelay = prng.chance(0.5);
+  const cluster = new SimCluster({ meshId: 'sim', worldSize, peers, prng, checkers, wire: opts.wire, skewSteps: prng.pick([0, 1, 3]), timing, workRate, gossipRelay });
   cluster.network.faults = faults;
   const result: RunResult = { seed: opts.seed, ok: true, size, worldSize, faultTicks, convergeTicks: -1, commits: 0, delivered: 0, commands: 0, lifecycleSteps: 0, lifecycleTicks: 0 };
   const issued: { kind: CommandKind; id: string }[] = [];
-  log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks, timing ${JSON.stringify(timing)}`);
+  log(`seed ${opts.seed}: ${size} nodes, worldSize ${worldSize}, loss ${faults.lossRate}, dup ${faults.duplicateRate}, delay ≤ ${faults.delayStepsMax} steps, ${faultTicks} fault ticks, gossip ${gossipRelay ? 'relayed' : 'direct'}, timing ${JSON.stringify(timing)}`);
 
   try {
     for (const p of peers) cluster.start(p, prng.int(0, 40));

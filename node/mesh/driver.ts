@@ -66,15 +66,19 @@ export interface DriverCounters {
   directOut: number;
   rejected: Record<string, number>;
   sendFailures: number;
-  /** Peers this node suspected (silent past suspectMs) and probed. */
+  /** Peers this node suspected (silent past suspectMs, or their connection closed) and probed. */
   suspicions: number;
+  /** Scheduled probes of the members this node watches (its ring subjects). */
+  scheduledProbes: number;
   /** Probes that failed, so the core may report the peer. */
   probeFailures: number;
+  /** Incarnations this node started reporting (silence, a refused probe, or most recent probes failed). */
+  reports: number;
 }
 
 export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   readonly core: RawNode;
-  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0, suspicions: 0, probeFailures: 0 };
+  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0, suspicions: 0, scheduledProbes: 0, probeFailures: 0, reports: 0 };
   private state: DriverStatus = { code: 'stopped' };
   private unsubscribe: (() => void) | undefined;
   private offPeer: (() => void) | undefined;
@@ -229,18 +233,30 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   private act(action: Action, nowMs: number): void {
     switch (action.kind) {
       case 'probe': {
-        const peer = action.peer;
-        this.counters.suspicions++;
-        this.options.log.info({ peer }, 'peer suspected; probing it directly');
+        const { peer, id, suspected } = action;
+        // Scheduled probes of the ring subjects run all the time: only a suspicion is news.
+        if (suspected) {
+          this.counters.suspicions++;
+          this.options.log.info({ peer }, 'peer suspected; probing it directly');
+        } else {
+          this.counters.scheduledProbes++;
+        }
         void this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs }).then((result) => {
           if (this.state.code !== 'started') return;
           if (!result.ok) {
             this.counters.probeFailures++;
-            this.options.log.info({ peer, error: result.error, refused: result.refused }, 'probe failed');
+            const fields = { peer, error: result.error, refused: result.refused, scheduled: !suspected };
+            if (suspected) this.options.log.info(fields, 'probe failed');
+            else this.options.log.debug(fields, 'probe failed');
           }
-          this.core.probeResult(peer, result.ok, result.ok || result.refused);
+          this.core.probeResult(peer, result.ok, result.ok || result.refused, id);
           this.drain();
         });
+        return;
+      }
+      case 'reported': {
+        this.counters.reports++;
+        this.options.log.info({ peer: action.peerId, bootId: action.bootId, reason: action.reason }, 'peer reported');
         return;
       }
       case 'viewCommitted': {

@@ -76,12 +76,45 @@ describe('partitions', () => {
     expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null, 'p4']);
   });
 
-  test('80% ingress loss on one node: it reports everyone, but a single observer evicts nobody', () => {
+  test('80% egress loss with gossip relayed by the others (it is still heard): its ring observers remove it on failed probes, it stays out while the loss lasts, and no healthy node is removed', () => {
+    const f = formed(5, 17, { gossipRelay: true });
+    const reasons: string[] = [];
+    const commits: (string | null)[][] = [];
+    let removedAtTick = -1;
+    f.cluster.onAction = (peer, action) => {
+      if (action.kind === 'reported' && action.peerId === 'p3' && peer !== 'p3') reasons.push(action.reason);
+      if (action.kind === 'viewCommitted' && peer === 'p0') {
+        commits.push(holders(action.view));
+        if (removedAtTick < 0 && action.view.ranks[3] === null) removedAtTick = f.cluster.node('p0').core!.currentTick();
+      }
+    };
+    const startTick = f.cluster.node('p0').core!.currentTick();
+    f.cluster.network.egressLoss.set('p3', 0.8);
+    f.cluster.runTicks(300);
+    // Relayed copies keep p3 heard, so it is the probes, not silence, that report it.
+    expect(reasons).toContain('probes');
+    expect(f.cluster.node('p0').core!.members().find((m) => m.peerId === 'p3')?.liveness).toBe('alive');
+    expect(removedAtTick).toBeGreaterThan(0);
+    expect(removedAtTick - startTick).toBeLessThan(60);
+    // Removed once, never re-admitted while the loss lasted, and no healthy rank ever emptied.
+    expect(commits).toEqual([['p0', 'p1', 'p2', null, 'p4']]);
+    f.cluster.network.heal();
+    expect(settle(f)).toBeGreaterThanOrEqual(0);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+  });
+
+  test('80% ingress loss on one node: it alone is removed; its own reports of the others evict nobody', () => {
     const f = formed(5, 16);
+    const reportedBy3 = new Set<string>();
+    f.cluster.onAction = (peer, action) => {
+      if (peer === 'p3' && action.kind === 'reported') reportedBy3.add(action.peerId);
+    };
     f.cluster.network.ingressLoss.set('p3', 0.8);
     f.cluster.runTicks(150);
-    expect(f.checkers.latest()!.epoch).toBe(1);
-    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+    // Its probes of its ring subjects lose their answers, so it reports them, each alone.
+    expect(reportedBy3.size).toBeGreaterThan(0);
+    expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null, 'p4']);
+    expect(f.checkers.latest()!.epoch).toBe(2);
   });
 });
 
@@ -151,7 +184,8 @@ describe('crashes and restarts', () => {
 
 describe('agreement paths', () => {
   test('simultaneous classic proposals (fast path impossible, no back-off jitter) still decide one view', () => {
-    const f = formed(4, 31, { timing: { fallbackJitterTicks: 0 } });
+    // Scheduled probes off (an interval far beyond the test), so silence alone finds the crash.
+    const f = formed(4, 31, { timing: { fallbackJitterTicks: 0, probeIntervalTicks: 100_000 } });
     const proposers = new Set<string>();
     f.cluster.onDeliver = (from, _to, msg) => {
       if (msg.body.type === 'prepare') proposers.add(from);
