@@ -458,6 +458,7 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
     heartbeatTicks: ticks(membershipTiming(config).heartbeatIntervalMs),
     suspectTicks: ticks(membershipTiming(config).suspectMs),
     probeTimeoutTicks: ticks(config.probeTimeoutMs),
+    probeIntervalTicks: ticks(config.probeIntervalMs),
   };
 }
 
