@@ -464,7 +464,7 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
 
 /** The close linger's bounds: a closed node's own heartbeat reaches its last acknowledger within two intervals. */
 export function lingerSettings(config: Config): { graceMs: number; lingerMaxMs: number; settleMs: number } {
-  return { graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs, settleMs: 2 * config.heartbeatIntervalMs };
+  return { graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs, settleMs: 2 * membershipTiming(config).heartbeatIntervalMs };
 }
 
 function seedFrom(text: string): number {

@@ -1,7 +1,9 @@
 // Covers STOP across a partition with real nodes in one process (libp2p, the core, the rank side; links cut by the transport's block hook): the closed majority lingers past closedGraceMs while a cut-off rank has not learned the close, the healed rank learns it and both sides leave with every peer acknowledged — the majority only after the healed rank closed — and without a heal the majority leaves at closeLingerMs; plus the linger rule as a table.
 import { afterEach, describe, expect, test } from 'bun:test';
 import { InprocMesh, type InprocNode, activeMembers } from '../../scripts/lib/inproc-mesh.ts';
+import { validate } from '../../node/config.ts';
 import { type LingerSettings, lingerDecision } from '../../node/lifecycle/linger.ts';
+import { lingerSettings } from '../../node/runtime.ts';
 import type { CloseBody } from '../../node/lifecycle/routes.ts';
 import { waitFor } from '../node/helpers.ts';
 
@@ -20,6 +22,12 @@ describe('the linger rule', () => {
     [60_000, 0, 0, { exit: true, reason: 'bound' }],
   ] as const)('%d ms after the close, %d ms after the last ack, %d waited for', (sinceClose, sinceAck, waiting, expected) => {
     expect(lingerDecision(settings, sinceClose, sinceAck, waiting)).toEqual(expected);
+  });
+
+  test('the node settles two heartbeat intervals after the last acknowledgement, the automatic interval too', () => {
+    expect(lingerSettings(validate({ heartbeatIntervalMs: 150 }))).toEqual({ graceMs: 2000, lingerMaxMs: 180_000, settleMs: 300 });
+    expect(lingerSettings(validate({ worldSize: 4 })).settleMs).toBe(600);
+    expect(lingerSettings(validate({ worldSize: 64, closedGraceMs: 0, closeLingerMs: 10 }))).toEqual({ graceMs: 0, lingerMaxMs: 10, settleMs: 4800 });
   });
 
   test('closedGraceMs is the least linger even when closeLingerMs is shorter', () => {
