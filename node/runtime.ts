@@ -253,6 +253,7 @@ export class Runtime {
       log: log.child({ component: 'mesh' }),
       tickMs: config.tickMs,
       probeTimeoutMs: config.probeTimeoutMs,
+      probeRoundTripMs: config.probeRoundTripMs,
       directTimeoutMs: config.requestTimeoutMs,
     });
     // Whether this incarnation was ever in an open view (a rank or a spare): only a node that

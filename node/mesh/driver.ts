@@ -12,6 +12,16 @@ import type { CoreStore } from './store.ts';
 /** Gossip channel and request name of the core protocol. */
 export const CORE_CHANNEL = 'core';
 
+/**
+ * Round trips (libp2p pings, one after the other) in one scheduled probe; each must come back
+ * within probeRoundTripMs. A ping still gets through a link that drops 60 % of what the subject
+ * sends — TCP's tail-loss probe sends a lost segment again within a few milliseconds — but when
+ * that copy is lost too, the retransmission timeout (at least 200 ms on Linux) delays it. Over
+ * three round trips that happens more often than not at 60 % loss, almost never on a healthy
+ * link, whose round trips take a few milliseconds even on a busy host.
+ */
+export const PROBE_ROUND_TRIPS = 3;
+
 export interface MeshDriverOptions {
   core: RawNode;
   transport: Transport;
@@ -20,6 +30,8 @@ export interface MeshDriverOptions {
   tickMs: number;
   /** Budget of one direct probe (libp2p ping); a failed or late probe counts as failed. */
   probeTimeoutMs: number;
+  /** A scheduled probe fails when one of its round trips takes longer than this (default 150). */
+  probeRoundTripMs?: number;
   /** Budget of one direct core message. */
   directTimeoutMs: number;
 }
@@ -230,6 +242,22 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     });
   }
 
+  /**
+   * One probe of `peer` within probeTimeoutMs. A suspicion asks whether the process is there
+   * at all (one libp2p ping: a refused connection proves it gone); a scheduled probe asks
+   * whether it keeps up a conversation without losses (PROBE_ROUND_TRIPS pings in a row, each
+   * back within probeRoundTripMs).
+   */
+  private async probe(peer: string, suspected: boolean): Promise<{ ok: true } | { ok: false; error: string; refused: boolean }> {
+    if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs });
+    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
+    for (let i = 0; i < PROBE_ROUND_TRIPS; i++) {
+      const result = await this.options.transport.ping(peer, { timeoutMs: roundTripMs });
+      if (!result.ok) return { ok: false, error: `round trip ${i + 1} of ${PROBE_ROUND_TRIPS}: ${result.error}`, refused: result.refused };
+    }
+    return { ok: true };
+  }
+
   private act(action: Action, nowMs: number): void {
     switch (action.kind) {
       case 'probe': {
@@ -241,7 +269,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
         } else {
           this.counters.scheduledProbes++;
         }
-        void this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs }).then((result) => {
+        void this.probe(peer, suspected).then((result) => {
           if (this.state.code !== 'started') return;
           if (!result.ok) {
             this.counters.probeFailures++;
@@ -313,3 +341,4 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     }
   }
 }
+

@@ -150,7 +150,11 @@ async function oneWayLoss(env: ChaosEnv, percent: number): Promise<ScenarioRepor
     env.lab.setLoss(victim.index, percent);
     ctx.fault();
     const fromMs = Date.now();
-    await ctx.expect('the healthy nodes to remove the lossy one', () => viewsLack(env, healthy, [victim]));
+    try {
+      await ctx.expect('the healthy nodes to remove the lossy one', () => viewsLack(env, healthy, [victim]));
+    } finally {
+      env.log(`   reports since the loss began: ${reportsSince(env, fromMs)}`);
+    }
     const removedMs = Date.now();
     // The loss stays on: the node must stay out (not be admitted and removed again).
     await Bun.sleep(env.holdMs * 2);
@@ -168,6 +172,29 @@ async function oneWayLoss(env: ChaosEnv, percent: number): Promise<ScenarioRepor
       }
     }
   });
+}
+
+/** Who reported whom (the nodes' 'peer reported' lines) since `fromMs`, for the log. */
+function reportsSince(env: ChaosEnv, fromMs: number): string {
+  const names = new Map(env.cluster.nodes.map((n) => [n.peerId, n.name]));
+  const lines: string[] = [];
+  for (const node of env.cluster.nodes) {
+    for (const r of node.logs) {
+      if (r.msg !== 'peer reported' || r.time < fromMs) continue;
+      lines.push(`${node.name}→${names.get(String(r.peer)) ?? String(r.peer)} (${String(r.reason)}, +${r.time - fromMs} ms)`);
+    }
+  }
+  // Failed scheduled probes are logged at debug level only (RANKMESH_LOG_LEVEL=debug shows them here).
+  const failed = new Map<string, number>();
+  for (const node of env.cluster.nodes) {
+    for (const r of node.logs) {
+      if (r.msg !== 'probe failed' || r.time < fromMs) continue;
+      const pair = `${node.name}→${names.get(String(r.peer)) ?? String(r.peer)}`;
+      failed.set(pair, (failed.get(pair) ?? 0) + 1);
+    }
+  }
+  const probes = [...failed].map(([pair, n]) => `${pair} ${n}`).join(', ');
+  return `${lines.length === 0 ? 'none' : lines.join(', ')}${probes ? `; failed probes: ${probes}` : ''}`;
 }
 
 async function killRank(env: ChaosEnv): Promise<ScenarioReport> {
