@@ -82,6 +82,13 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     // The defaults (a few inbound connections per second per host) refuse the burst of
     // dials that a cluster on one address makes at start, and the refused dialer then
     // reports a misleading encryption error.
+    // libp2p pings every connection every 10 s and aborts it when a ping takes longer than an
+    // adaptive timeout of at least 5 s. Hosts whose event loop stalls for that long (many
+    // nodes starting on one small host, a CPU-bound neighbour) then lose healthy connections,
+    // and every loss makes the membership layer probe the peer. Liveness is the membership
+    // layer's job; the monitor only has to close connections to hosts that vanished without a
+    // FIN, and 20 s is soon enough for that.
+    connectionMonitor: { pingTimeout: { minTimeout: 20_000, maxTimeout: 60_000 } },
     connectionManager: {
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 256,
