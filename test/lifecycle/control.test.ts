@@ -1,7 +1,8 @@
 // The lifecycle on real in-process nodes over HTTP, after Megatron's lifecycle test: commands
 // out of order are refused with 409 and the allowed ones, a double PAUSE is harmless, requests
-// in flight before PAUSE finish and requests sent while PAUSED run after UNPAUSE, SUSPEND →
-// RESUME → UNPAUSE serves again with the same outputs, and a timeout is a 504 with the state.
+// sent as PAUSE is issued all finish (before PAUSED or after UNPAUSE), requests sent while
+// PAUSED run after UNPAUSE, SUSPEND → RESUME → UNPAUSE serves again with the same outputs,
+// and a timeout is a 504 with the state.
 import { afterAll, expect, test } from 'bun:test';
 import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
@@ -59,16 +60,14 @@ test('pause, double pause, requests across the pause, suspend, resume, unpause',
   }
   expect(states(mesh)).toEqual(['RUNNING', 'RUNNING', 'RUNNING']);
 
-  // Requests in flight when PAUSE is issued finish.
+  // Requests sent as PAUSE is issued: a request a rank started before it was PAUSING finishes
+  // now; one still queued there stays queued (the drain rule) and runs after UNPAUSE. None is
+  // lost either way; they are checked after UNPAUSE below.
   const inflight = Array.from({ length: 6 }, (_, i) => infer(mesh.nodes[i % 3]!, `inflight-${i}`, input));
   const paused = await control(b, 'pause');
   expect(paused.status).toBe(200);
   expect(paused.body).toMatchObject({ command: 'PAUSE', state: 'PAUSED', target: 'PAUSED', noop: false });
   await waitFor('every node PAUSED', () => states(mesh).every((s) => s === 'PAUSED'));
-  for (const r of await Promise.all(inflight)) {
-    expect(r.status).toBe(200);
-    expect(r.body.output).toEqual(before.body.output);
-  }
   const again = await control(c, 'pause');
   expect(again.status).toBe(200);
   expect(again.body).toMatchObject({ state: 'PAUSED', noop: true });
@@ -87,6 +86,10 @@ test('pause, double pause, requests across the pause, suspend, resume, unpause',
   expect(mesh.nodes.every((n) => (n.runtime.rank as unknown as { engine: { status: string } }).engine.status === 'ready')).toBe(true);
   expect((await control(a, 'unpause')).body).toMatchObject({ state: 'RUNNING' });
 
+  for (const r of await Promise.all(inflight)) {
+    expect(r.status).toBe(200);
+    expect(r.body.output).toEqual(before.body.output);
+  }
   const afterPause = await waiting;
   expect(afterPause.status).toBe(200);
   expect(afterPause.body.output).toEqual(before.body.output);
