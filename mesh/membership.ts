@@ -259,7 +259,7 @@ export class Membership {
         if (this.myReports.get(key)?.reason === 'gone') continue;
       }
       const watch = this.watches.get(key);
-      if (watch?.history.verdict() === 'report') this.report(inc, 'probes');
+      if (watch?.history.verdict() === 'report' && this.blames(key)) this.report(inc, 'probes');
       const silent = now - this.silentSince(inc) > cfg.suspectTicks;
       if (probe) {
         // A silence probe is called off when the peer is heard again; a scheduled or
@@ -283,7 +283,9 @@ export class Membership {
    * peer is also silent, does — so a dropped connection to a live peer costs one probe.
    */
   suspectNow(view: View, peer: string, now: number): ProbeRequest | null {
-    if (this.probes.has(peer)) return null;
+    // A scheduled probe in flight may have left before the connection closed: it gives way
+    // (its late result is ignored by id) to a probe that asks whether the process is there.
+    if (this.probes.has(peer) && this.probes.get(peer)?.why !== 'schedule') return null;
     const inc = recordedIn(view, peer);
     if (!inc || this.myReports.has(incarnationKey(inc))) return null;
     return this.startProbe(peer, 'evidence', now);
@@ -460,8 +462,25 @@ export class Membership {
     }
     if (!watch) return;
     const verdict = watch.history.verdict();
-    if (verdict === 'report') this.report(inc, 'probes');
+    if (verdict === 'report' && this.blames(key)) this.report(inc, 'probes');
     else if (verdict === 'withdraw' && this.myReports.get(key)?.reason === 'probes') this.myReports.delete(key);
+  }
+
+  /**
+   * Whether failed probes of the subject `key` are the subject's fault rather than this
+   * node's (Lifeguard's local health): an observer whose probes of most of its other ring
+   * subjects fail too is itself the slow or lossy one — a starved event loop, its own lost
+   * packets — and blames nobody. An observer with a single subject cannot tell and blames it.
+   */
+  private blames(key: string): boolean {
+    let others = 0;
+    let failing = 0;
+    for (const [k, w] of this.watches) {
+      if (k === key || !w.ringSubject) continue;
+      others++;
+      if (w.history.mostlyFailing()) failing++;
+    }
+    return 2 * failing <= others;
   }
 
   /**
@@ -474,15 +493,20 @@ export class Membership {
   private updateWatches(view: View, self: string, now: number): Incarnation[] {
     const cfg = this.config;
     const returning = this.returningIncarnations(view, now);
-    const watched = [...watchedBy(view, self, cfg.probeObservers), ...returning];
+    const ring = watchedBy(view, self, cfg.probeObservers);
+    const watched = [...ring, ...returning];
     const keys = new Set(watched.map(incarnationKey));
     for (const key of this.watches.keys()) if (!keys.has(key)) this.watches.delete(key);
     watched.forEach((inc, i) => {
       const key = incarnationKey(inc);
-      if (this.watches.has(key)) return;
+      const existing = this.watches.get(key);
+      if (existing) {
+        existing.ringSubject = i < ring.length;
+        return;
+      }
       // Spread first probes over one interval so they do not all leave in the same tick.
       const offset = Math.floor((i * cfg.probeIntervalTicks) / watched.length);
-      this.watches.set(key, { inc, history: new ProbeHistory(cfg.probeWindow, cfg.probeFailuresToReport), nextProbeTick: now + 1 + offset, answeredInARow: 0 });
+      this.watches.set(key, { inc, history: new ProbeHistory(cfg.probeWindow, cfg.probeFailuresToReport), nextProbeTick: now + 1 + offset, answeredInARow: 0, ringSubject: i < ring.length });
     });
     return returning;
   }
@@ -526,6 +550,8 @@ interface Watch {
   nextProbeTick: number;
   /** Probes answered since the last one that failed. */
   answeredInARow: number;
+  /** A ring subject of the current view (not a removed incarnation asking back in). */
+  ringSubject: boolean;
 }
 
 function recordedIn(view: View, peer: string): Incarnation | undefined {

@@ -76,6 +76,11 @@ export class ProbeHistory {
     return this.outcomes.filter((ok) => !ok).length;
   }
 
+  /** More than half of the probes recorded so far failed (false before the first probe). */
+  mostlyFailing(): boolean {
+    return 2 * this.failures() > this.outcomes.length;
+  }
+
   /**
    * 'report' when enough recent probes failed; 'withdraw' when a full window succeeded (a
    * report, if any, no longer holds); 'keep' otherwise — in between, a report stands and an

@@ -78,8 +78,15 @@ type Event =
   /** The node's transport saw its connection to `peer` close (evidence, not proof). */
   | { kind: 'disconnect'; node: string; bootId: string; peer: string };
 
-/** Round trips one probe may try (TCP retransmits within the probe's deadline). */
-export const PROBE_ATTEMPTS = 3;
+/** Tries of one gossip copy over TCP (lost segments are sent again). */
+export const TCP_TRIES = 3;
+/**
+ * A probe as the runtime makes it (node/mesh/driver.ts): PROBE_ROUND_TRIPS round trips in a
+ * row, each back within a short deadline, which leaves room for the original packet and one
+ * quick resend (TCP's tail-loss probe) but not for a retransmission timeout.
+ */
+export const PROBE_ROUND_TRIPS = 3;
+export const PROBE_TRIES_PER_ROUND_TRIP = 2;
 
 export interface ClusterOptions {
   meshId: string;
@@ -102,7 +109,7 @@ export interface ClusterOptions {
   drainRule?: DrainRule;
   /**
    * Gossip travels as on the real transport: each copy over TCP (a lost packet is sent again,
-   * up to PROBE_ATTEMPTS tries) and relayed by gossipsub's mesh (a peer whose copy was lost
+   * up to TCP_TRIES tries) and relayed by gossipsub's mesh (a peer whose copy was lost
    * still gets the message if a live peer that got it can reach it). A node that loses most of
    * what it sends is then still heard, which is what its real peers see.
    */
@@ -369,7 +376,7 @@ export class SimCluster {
       for (const action of rd.actions) {
         this.onAction?.(n.peerId, action);
         if (action.kind === 'viewCommitted') checkers.onCommit(n.peerId, action.view);
-        else if (action.kind === 'probe') this.probe(n, action.peer, action.id);
+        else if (action.kind === 'probe') this.probe(n, action.peer, action.id, action.suspected);
         else if (action.kind === 'barrierComplete') checkers.onBarrierComplete(n.peerId, action);
         else if (action.kind === 'lifecycle') {
           checkers.onLifecycle(n.peerId, n.bootId, action);
@@ -410,18 +417,24 @@ export class SimCluster {
     }
   }
 
-  /** One copy over TCP: tried up to PROBE_ATTEMPTS times, each lost try costing the longest delay. */
+  /** One copy over TCP: tried up to TCP_TRIES times, each lost try costing the longest delay. */
   private retried(from: string, to: string): number[] {
-    for (let i = 0; i < PROBE_ATTEMPTS; i++) {
+    for (let i = 0; i < TCP_TRIES; i++) {
       const delays = this.network.deliveries(from, to);
       if (delays.length > 0) return delays.map((d) => d + i * this.network.faults.delayStepsMax);
     }
     return [];
   }
 
-  private probe(n: SimNode, peer: string, id: number): void {
+  /** A probe on suspicion is one ping over TCP; a scheduled one is PROBE_ROUND_TRIPS quick round trips. */
+  private probe(n: SimNode, peer: string, id: number, suspected: boolean): void {
     const target = this.nodes.get(peer);
-    const rt = this.network.roundTrip(n.peerId, peer, PROBE_ATTEMPTS);
+    // The result comes after the first round trip's delay: the simulated delays stand for the
+    // whole exchange, which on a live link takes a few milliseconds per round trip.
+    let rt = this.network.roundTrip(n.peerId, peer, suspected ? TCP_TRIES : PROBE_TRIES_PER_ROUND_TRIP);
+    for (let i = 1; i < (suspected ? 1 : PROBE_ROUND_TRIPS) && rt.ok; i++) {
+      rt = { ok: this.network.roundTrip(n.peerId, peer, PROBE_TRIES_PER_ROUND_TRIP).ok, steps: rt.steps };
+    }
     // A dead process's host refuses the connection (conclusive); a crashed host, a cut link or
     // a lost packet only lets the probe time out.
     const refused = rt.ok && !!target && !target.core && target.crashedHow === 'process';

@@ -1,4 +1,4 @@
-// Covers the monitoring ring (who probes whom, at constant cost per node), the probe history's report/withdraw verdicts, and the membership rules built on them: a report on failed probes is not withdrawn by hearing gossip, only by answered probes.
+// Covers the monitoring ring (who probes whom, at constant cost per node), the probe history's report/withdraw verdicts, and the membership rules built on them: a report on failed probes is not withdrawn by hearing gossip, only by answered probes, and an observer failing to reach all its subjects blames none.
 import { describe, expect, test } from 'bun:test';
 import { ConfigError, resolveConfig } from '../../mesh/config.ts';
 import { Membership } from '../../mesh/membership.ts';
@@ -126,6 +126,16 @@ describe('Membership with scheduled probes', () => {
     expect(m.reports()).toEqual([{ peerId: 'p2', bootId: 'b' }]);
     // Its probes answer again: a full window withdraws the report.
     run(m, v, 80, 80 + config.probeWindow * config.probeIntervalTicks + 1, () => false);
+    expect(m.reports()).toEqual([]);
+  });
+
+  test('an observer whose probes of all its subjects fail blames itself (a starved or lossy observer), not them', () => {
+    const m = new Membership(config);
+    const v = viewOf(5);
+    for (let now = 0; now < 60; now++) {
+      for (let r = 1; r < 5; r++) m.heard(`p${r}`, now, 1, 1, hb, 'b');
+      for (const probe of m.detect(v, 'p0', 'b', now)) m.probeResult(v, probe.peer, false, now, false, probe.id);
+    }
     expect(m.reports()).toEqual([]);
   });
 

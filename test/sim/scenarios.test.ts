@@ -111,7 +111,7 @@ describe('partitions', () => {
     };
     f.cluster.network.ingressLoss.set('p3', 0.8);
     f.cluster.runTicks(150);
-    // Its probes of its ring subjects lose their answers, so it reports them, each alone.
+    // It hears little and reports the others on silence, but each of them only by itself.
     expect(reportedBy3.size).toBeGreaterThan(0);
     expect(holders(viewOf(f, 'p0'))).toEqual(['p0', 'p1', 'p2', null, 'p4']);
     expect(f.checkers.latest()!.epoch).toBe(2);
@@ -185,7 +185,8 @@ describe('crashes and restarts', () => {
 describe('agreement paths', () => {
   test('simultaneous classic proposals (fast path impossible, no back-off jitter) still decide one view', () => {
     // Scheduled probes off (an interval far beyond the test), so silence alone finds the crash.
-    const f = formed(4, 31, { timing: { fallbackJitterTicks: 0, probeIntervalTicks: 100_000 } });
+    // (Seed 36: one whose two proposers collide; most seeds let one of them win first.)
+    const f = formed(4, 36, { timing: { fallbackJitterTicks: 0, probeIntervalTicks: 100_000 } });
     const proposers = new Set<string>();
     f.cluster.onDeliver = (from, _to, msg) => {
       if (msg.body.type === 'prepare') proposers.add(from);
