@@ -308,6 +308,11 @@ export class Membership {
     this.probes.delete(peer);
   }
 
+  /** A probe that ended without saying anything about the peer (a local limit); nothing is recorded. */
+  probeAbandoned(peer: string, id: number): void {
+    if (this.probes.get(peer)?.id === id) this.probes.delete(peer);
+  }
+
   liveness(peerId: string, now: number, view: View | null): Liveness {
     const info = this.peers.get(peerId);
     const recorded = view?.ranks.find((h) => h?.peerId === peerId) ?? view?.spares.find((s) => s.peerId === peerId);

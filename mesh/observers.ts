@@ -10,9 +10,9 @@
  * view, so each knows who watches whom without asking.
  *
  * An observer keeps the outcomes of its last `window` probes of each subject. It reports the
- * subject when `failuresToReport` (a majority) of them failed, and withdraws that report only
- * when a whole window of its own probes succeeded again — hearing the subject's gossip,
- * which other peers may have relayed, says nothing about the link the probes measure.
+ * subject while `failuresToReport` (a majority) of them failed, and withdraws that report
+ * only when its own probes no longer fail that often — hearing the subject's gossip, which
+ * other peers may have relayed, says nothing about the link the probes measure.
  */
 import { type Incarnation, type View, activePeers } from './view.ts';
 
@@ -82,13 +82,15 @@ export class ProbeHistory {
   }
 
   /**
-   * 'report' when enough recent probes failed; 'withdraw' when a full window succeeded (a
-   * report, if any, no longer holds); 'keep' otherwise — in between, a report stands and an
-   * unreported subject stays unreported, so a subject hovering at the threshold cannot flap.
+   * 'report' while enough recent probes failed; 'withdraw' once they no longer do (a report,
+   * if any, no longer holds); 'keep' before the window holds enough probes to tell. A report
+   * lasts exactly as long as the majority of failures: a brief stall (a busy host) reports a
+   * subject briefly, so its observers rarely report it all at once, while a lossy subject
+   * keeps failing most probes and stays reported by all of them.
    */
   verdict(): ProbeVerdict {
     if (this.failures() >= this.failuresToReport) return 'report';
-    if (this.outcomes.length === this.window && this.failures() === 0) return 'withdraw';
+    if (this.outcomes.length - this.failures() > this.window - this.failuresToReport) return 'withdraw';
     return 'keep';
   }
 }

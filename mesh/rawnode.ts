@@ -392,6 +392,15 @@ export class RawNode {
     this.announceNewReports();
   }
 
+  /**
+   * A {kind:'probe'} action that could not be carried out for a local reason (this node's own
+   * stream limit): it says nothing about the peer, so nothing is recorded and the next
+   * scheduled probe goes out as usual.
+   */
+  probeAbandoned(peer: string, id: number): void {
+    this.membership.probeAbandoned(peer, id);
+  }
+
   /** This node finished warming up and may be given a rank (announced in heartbeats). */
   markReady(): void {
     this.readyFlag = true;

@@ -16,11 +16,14 @@ export const CORE_CHANNEL = 'core';
  * Round trips (libp2p pings, one after the other) in one scheduled probe; each must come back
  * within probeRoundTripMs. A ping still gets through a link that drops 60 % of what the subject
  * sends — TCP's tail-loss probe sends a lost segment again within a few milliseconds — but when
- * that copy is lost too, the retransmission timeout (at least 200 ms on Linux) delays it. Over
- * three round trips that happens more often than not at 60 % loss, almost never on a healthy
- * link, whose round trips take a few milliseconds even on a busy host.
+ * that copy is lost too, the retransmission timeout (at least 200 ms on Linux) delays it past
+ * the deadline. Over three round trips that happens more often than not at 60 % loss, rarely
+ * on a healthy link, whose round trips take a few milliseconds unless its host is starved.
  */
 export const PROBE_ROUND_TRIPS = 3;
+
+/** Probe errors that come from this node's own limits, not from the peer or the link. */
+const LOCAL_PROBE_FAILURE = /Too many outbound protocol streams|transport is not started/;
 
 export interface MeshDriverOptions {
   core: RawNode;
@@ -30,7 +33,7 @@ export interface MeshDriverOptions {
   tickMs: number;
   /** Budget of one direct probe (libp2p ping); a failed or late probe counts as failed. */
   probeTimeoutMs: number;
-  /** A scheduled probe fails when one of its round trips takes longer than this (default 150). */
+  /** A scheduled probe fails when one of its round trips takes longer than this (default 200). */
   probeRoundTripMs?: number;
   /** Budget of one direct core message. */
   directTimeoutMs: number;
@@ -250,7 +253,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
    */
   private async probe(peer: string, suspected: boolean): Promise<{ ok: true } | { ok: false; error: string; refused: boolean }> {
     if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs });
-    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
+    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 200, this.options.probeTimeoutMs);
     for (let i = 0; i < PROBE_ROUND_TRIPS; i++) {
       const result = await this.options.transport.ping(peer, { timeoutMs: roundTripMs });
       if (!result.ok) return { ok: false, error: `round trip ${i + 1} of ${PROBE_ROUND_TRIPS}: ${result.error}`, refused: result.refused };
@@ -271,6 +274,12 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
         }
         void this.probe(peer, suspected).then((result) => {
           if (this.state.code !== 'started') return;
+          // This node's own stream limit says nothing about the peer.
+          if (!result.ok && LOCAL_PROBE_FAILURE.test(result.error)) {
+            this.core.probeAbandoned(peer, id);
+            this.options.log.debug({ peer, error: result.error }, 'probe abandoned');
+            return;
+          }
           if (!result.ok) {
             this.counters.probeFailures++;
             const fields = { peer, error: result.error, refused: result.refused, scheduled: !suspected };
