@@ -32,6 +32,13 @@ import type { Role } from './wire.ts';
 export type Liveness = 'alive' | 'suspected' | 'reported';
 
 /**
+ * A ring subject whose recent probes all answered is probed this many times less often than
+ * probeIntervalTicks: the steady cost of watching healthy members is a third, and the first
+ * failed probe restores the full rate, so detection waits at most one calm interval longer.
+ */
+export const PROBE_CALM_FACTOR = 3;
+
+/**
  * Why this node reports an incarnation. 'gone': it fell silent and a probe failed, a probe
  * was refused, or it restarted — hearing it again withdraws the report. 'probes': most of
  * this node's recent scheduled probes of it failed — only probes withdraw the report.
@@ -269,7 +276,9 @@ export class Membership {
       }
       if (silent && !this.myReports.has(key)) toProbe.push(this.startProbe(inc.peerId, 'silence', now));
       else if (watch && now >= watch.nextProbeTick) {
-        watch.nextProbeTick = now + cfg.probeIntervalTicks;
+        // A subject whose recent probes all answered is probed PROBE_CALM_FACTOR times less often;
+        // one failure brings it back to the full rate until the window clears.
+        watch.nextProbeTick = now + cfg.probeIntervalTicks * (watch.history.failures() === 0 ? PROBE_CALM_FACTOR : 1);
         toProbe.push(this.startProbe(inc.peerId, 'schedule', now));
       }
     }
