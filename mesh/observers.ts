@@ -82,15 +82,17 @@ export class ProbeHistory {
   }
 
   /**
-   * 'report' while enough recent probes failed; 'withdraw' once they no longer do (a report,
-   * if any, no longer holds); 'keep' before the window holds enough probes to tell. A report
-   * lasts exactly as long as the majority of failures: a brief stall (a busy host) reports a
-   * subject briefly, so its observers rarely report it all at once, while a lossy subject
-   * keeps failing most probes and stays reported by all of them.
+   * 'report' while enough recent probes failed; 'withdraw' once at most failuresToReport − 2
+   * of them failed (a report, if any, no longer holds); 'keep' in between, or before the
+   * window holds failuresToReport probes. The one-failure margin keeps a lossy subject, whose
+   * failures hover around the threshold, reported by all its observers at once; it is small,
+   * so a healthy subject that stalled briefly (a busy host) is reported briefly, and its
+   * observers rarely report it at the same moment.
    */
   verdict(): ProbeVerdict {
-    if (this.failures() >= this.failuresToReport) return 'report';
-    if (this.outcomes.length - this.failures() > this.window - this.failuresToReport) return 'withdraw';
+    const failed = this.failures();
+    if (failed >= this.failuresToReport) return 'report';
+    if (this.outcomes.length >= this.failuresToReport && failed <= this.failuresToReport - 2) return 'withdraw';
     return 'keep';
   }
 }

@@ -71,7 +71,7 @@ export const settings = {
   suspectMs: z.number().int().min(0).default(0).describe('Silence after which a peer is suspected and probed directly (rounded to whole ticks); 0: three heartbeat intervals'),
   probeTimeoutMs: z.number().int().min(1).default(1000).describe('A direct probe (libp2p ping) unanswered this long counts as failed'),
   probeIntervalMs: z.number().int().min(1).default(1000).describe('Interval between scheduled probes of each of the few members this node watches (three libp2p pings in a row); a member most of whose recent probes fail is reported (rounded to whole ticks)'),
-  probeRoundTripMs: z.number().int().min(1).default(200).describe('A scheduled probe fails when one of its pings takes longer than this (a lost packet costs at least a 200 ms retransmission timeout; a healthy round trip a few ms)'),
+  probeRoundTripMs: z.number().int().min(1).default(150).describe('A scheduled probe fails when one of its pings takes longer than this (a lost packet costs at least a 200 ms retransmission timeout; a healthy round trip a few ms)'),
   dataPlanePort: z.number().int().min(0).max(65535).default(0).describe('Port of the CPU data plane (collectives between ranks), on the host of httpAddr; 0 picks a free one'),
   dataPlaneAnnounceIntervalMs: z.number().int().min(10).default(5000).describe('Interval between gossip announcements of this node\'s data-plane address'),
   engineModelSeed: z.number().int().min(0).max(0xffffffff).default(1).describe('Seed of the reference engine\'s weights; every node of a mesh must use the same'),

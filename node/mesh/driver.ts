@@ -33,7 +33,7 @@ export interface MeshDriverOptions {
   tickMs: number;
   /** Budget of one direct probe (libp2p ping); a failed or late probe counts as failed. */
   probeTimeoutMs: number;
-  /** A scheduled probe fails when one of its round trips takes longer than this (default 200). */
+  /** A scheduled probe fails when one of its round trips takes longer than this (default 150). */
   probeRoundTripMs?: number;
   /** Budget of one direct core message. */
   directTimeoutMs: number;
@@ -253,7 +253,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
    */
   private async probe(peer: string, suspected: boolean): Promise<{ ok: true } | { ok: false; error: string; refused: boolean }> {
     if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs });
-    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 200, this.options.probeTimeoutMs);
+    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
     for (let i = 0; i < PROBE_ROUND_TRIPS; i++) {
       const result = await this.options.transport.ping(peer, { timeoutMs: roundTripMs });
       if (!result.ok) return { ok: false, error: `round trip ${i + 1} of ${PROBE_ROUND_TRIPS}: ${result.error}`, refused: result.refused };

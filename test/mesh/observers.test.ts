@@ -60,7 +60,8 @@ describe('ProbeHistory', () => {
   const table: [string, boolean[], 'report' | 'withdraw' | 'keep'][] = [
     ['no probes yet', [], 'keep'],
     ['one answered of one (too few to tell)', [true], 'keep'],
-    ['two failures of five', [false, true, false, true, true], 'withdraw'],
+    ['two failures of five (one short of the threshold)', [false, true, false, true, true], 'keep'],
+    ['one failure of five', [true, true, false, true, true], 'withdraw'],
     ['three failures of five', [false, true, false, true, false], 'report'],
     ['three failures, then answers push them out of the window', [false, false, false, true, true, true, true], 'withdraw'],
     ['a full window answered', [false, false, false, true, true, true, true, true], 'withdraw'],
