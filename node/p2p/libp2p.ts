@@ -13,6 +13,7 @@ import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { channelValidators, PeerGuard, type PeerGuardOptions } from './peer-guard.ts';
+import { installYamuxHalfWindowUpdates } from './yamux-window.ts';
 
 export type MeshLibp2p = Libp2p<{ identify: unknown; ping: Ping; pubsub: GossipSub; guard: PeerGuard }>;
 
@@ -62,6 +63,7 @@ const noiseCrypto = {
  * guard's threshold, past which the peer is disconnected and refused for a while.
  */
 export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<MeshLibp2p> {
+  installYamuxHalfWindowUpdates();
   const guard = new PeerGuard(options.peerGuard);
   const gater = options.connectionGater;
   const topics = options.meshId === undefined ? [] : Object.keys(channelValidators).map((c) => meshTopic(options.meshId as string, c));

@@ -1,8 +1,10 @@
 // Covers the gossipsub settings derived in node/p2p/libp2p.ts: the fast de-duplication key
-// and the mesh degrees derived from one D.
+// and the mesh degrees derived from one D, the TCP dial's abort, and yamux window updates.
 import { describe, expect, test } from 'bun:test';
 import { fastMessageId, meshDegrees, tcpWithSafeAbort } from '../../node/p2p/libp2p.ts';
 import { waitFor } from './helpers.ts';
+import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream';
+import { installYamuxHalfWindowUpdates, windowUpdateDue } from '../../node/p2p/yamux-window.ts';
 
 describe('fastMessageId', () => {
   const msg = {
@@ -80,5 +82,45 @@ describe('tcpWithSafeAbort', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('yamux window updates', () => {
+  test('credit is granted once half the window is used, and always during the handshake', () => {
+    const window = 256 * 1024;
+    const at = (state: StreamState, capacity: number) => windowUpdateDue({ state, recvWindow: window, recvWindowCapacity: capacity });
+    expect(at(StreamState.Established, window - 100)).toBe(false);
+    expect(at(StreamState.Established, window / 2 + 1)).toBe(false);
+    expect(at(StreamState.Established, window / 2)).toBe(true);
+    expect(at(StreamState.Established, 0)).toBe(true);
+    expect(at(StreamState.SYNSent, window - 100)).toBe(false);
+    // The handshake's ACK rides on a window update; a paused stream is the library's call.
+    expect(at(StreamState.SYNReceived, window - 100)).toBe(true);
+    expect(at(StreamState.Init, window)).toBe(true);
+    expect(at(StreamState.Paused, window - 100)).toBe(true);
+  });
+
+  test('installed on YamuxStream, the library sends an update only when one is due', () => {
+    installYamuxHalfWindowUpdates();
+    installYamuxHalfWindowUpdates();
+    const frames: { length: number }[] = [];
+    const window = 256 * 1024;
+    const stream = Object.create(YamuxStream.prototype) as Record<string, unknown> & { sendWindowUpdate(): void };
+    Object.assign(stream, {
+      state: StreamState.Established,
+      recvWindow: window,
+      recvWindowCapacity: window - 500,
+      maxStreamWindowSize: 16 * 1024 * 1024,
+      epochStart: Date.now(),
+      getRTT: () => -1,
+      sendFrame: (frame: { length: number }) => frames.push(frame),
+    });
+    stream.sendWindowUpdate();
+    expect(frames).toEqual([]);
+    stream.recvWindowCapacity = window / 2 - 10;
+    stream.sendWindowUpdate();
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.length).toBe(window / 2 + 10);
+    expect(stream.recvWindowCapacity).toBe(window);
   });
 });
