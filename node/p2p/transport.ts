@@ -184,6 +184,17 @@ export class Transport {
     return this.node.services.pubsub.getSubscribers(this.topic(channel)).map((p) => p.toString()).sort();
   }
 
+  /**
+   * Peers this node relays the channel's gossip to (its gossipsub mesh for the topic), sorted.
+   * A message that arrives before a peer joins the mesh is not relayed to that peer later.
+   */
+  meshPeers(channel: string): string[] {
+    if (this.state.code !== 'started') return [];
+    // The GossipSub class has getMeshPeers; the interface libp2p types its service with does not.
+    const pubsub = this.node.services.pubsub as unknown as { getMeshPeers?(topic: string): string[] };
+    return [...(pubsub.getMeshPeers?.(this.topic(channel)) ?? [])].sort();
+  }
+
   /** Serves direct requests named `name` (one handler per name). */
   async handle(name: string, handler: RequestHandler): Promise<void> {
     this.protocol(name);

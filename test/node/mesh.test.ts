@@ -89,6 +89,9 @@ describe('mesh over libp2p', () => {
     const nodes = [hub, left, right];
     const inbox = listen(nodes, 'membership');
     await waitFor('hub sees both leaves subscribed', () => hub.subscribers('membership').length === 2 && left.subscribers('membership').length >= 1 && right.subscribers('membership').length >= 1);
+    // The hub relays to its gossip mesh, which takes both leaves in at its next heartbeat: a
+    // message it received before that would reach a leaf only if the leaves were connected.
+    await waitFor("both leaves in the hub's gossip mesh", () => hub.meshPeers('membership').length === 2);
     await expectDeliveredToAll(nodes, left, 'membership', inbox, small);
     await expectDeliveredToAll(nodes, right, 'membership', inbox, large);
     await expectDeliveredToAll(nodes, hub, 'membership', inbox, large);
