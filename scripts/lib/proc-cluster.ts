@@ -114,6 +114,16 @@ export class ProcCluster {
   }
 }
 
+/** GET `path` on the node's HTTP API: the JSON body of a 2xx answer, else null (also when unreachable within 2 s). */
+export async function getJson<T>(node: ProcNode, path: string): Promise<T | null> {
+  try {
+    const res = await fetch(`${node.httpUrl}${path}`, { signal: AbortSignal.timeout(2000) });
+    return res.ok ? ((await res.json()) as T) : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Parses a node's output into `into`, one record per JSON log line, each with `extra`'s fields
  * added; a line that is not JSON (a crash's stack trace, a runtime warning) is kept as text.

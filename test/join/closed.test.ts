@@ -3,7 +3,7 @@ import { afterEach, expect, test } from 'bun:test';
 import { join } from 'node:path';
 import type { StatusBody } from '../../node/api/status.ts';
 import type { RankStatus } from '../../node/rank/host.ts';
-import { ProcCluster, type ProcNode } from '../../scripts/lib/proc-cluster.ts';
+import { getJson, ProcCluster, type ProcNode } from '../../scripts/lib/proc-cluster.ts';
 import { spawnNode, tempDir, waitFor } from '../node/helpers.ts';
 
 const token = 'bench-token';
@@ -16,16 +16,7 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) d.remove();
 });
 
-async function get<T>(node: ProcNode, path: string): Promise<T | null> {
-  try {
-    const res = await fetch(`${node.httpUrl}${path}`, { signal: AbortSignal.timeout(2000) });
-    return res.ok ? ((await res.json()) as T) : null;
-  } catch {
-    return null;
-  }
-}
-
-const serving = (nodes: readonly ProcNode[]) => async () => (await Promise.all(nodes.map((n) => get<RankStatus>(n, '/v1/rank')))).every((s) => s?.serving === true);
+const serving = (nodes: readonly ProcNode[]) => async () => (await Promise.all(nodes.map((n) => getJson<RankStatus>(n, '/v1/rank')))).every((s) => s?.serving === true);
 
 test('a fresh node learns the gossiped closed record and exits 0; --new-generation forms generation 2', async () => {
   // A long grace period: the members keep gossiping the closed record while the fresh node starts.
@@ -33,11 +24,11 @@ test('a fresh node learns the gossiped closed record and exits 0; --new-generati
   cluster = await ProcCluster.start({ nodes: 3, env });
   await waitFor('3 ranks serving', serving(cluster.nodes), 60_000);
   const first = cluster.nodes[0]!;
-  const address = (await get<StatusBody>(first, '/v1/status'))!.addresses[0]!;
+  const address = (await getJson<StatusBody>(first, '/v1/status'))!.addresses[0]!;
   const control = (command: string) => fetch(`${first.httpUrl}/v1/control/${command}`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) });
   expect((await control('pause')).status).toBe(200);
   await control('stop').catch(() => null);
-  await waitFor('every member holding the closed view', async () => (await Promise.all(cluster!.nodes.map((n) => get<{ closed: boolean }>(n, '/v1/view')))).every((v) => v?.closed === true), 30_000);
+  await waitFor('every member holding the closed view', async () => (await Promise.all(cluster!.nodes.map((n) => getJson<{ closed: boolean }>(n, '/v1/view')))).every((v) => v?.closed === true), 30_000);
 
   const dir = tempDir('rankmesh-fresh-');
   dirs.push(dir);
@@ -66,7 +57,7 @@ test('a fresh node learns the gossiped closed record and exits 0; --new-generati
   for (const node of cluster.nodes) cluster.spawn(node);
   await waitFor('generation 2 serving on every node', async () => {
     if (!(await serving(cluster!.nodes)())) return false;
-    const views = await Promise.all(cluster!.nodes.map((n) => get<{ generation: number; closed: boolean }>(n, '/v1/view')));
+    const views = await Promise.all(cluster!.nodes.map((n) => getJson<{ generation: number; closed: boolean }>(n, '/v1/view')));
     return views.every((v) => v?.generation === 2 && !v.closed);
   }, 60_000);
   expect(cluster.nodes.every((n) => n.logs.some((r) => typeof r.msg === 'string' && r.msg.startsWith('forming generation 2 of mesh bench')))).toBe(true);

@@ -1,7 +1,7 @@
 // Covers STOP with a rank cut off, on real node processes (the rank frozen with SIGSTOP stands in for a partition: it hears nothing and answers nothing): the two others remove it, pause and stop, and linger past closedGraceMs waiting for it; once it runs again it learns the close and every process exits 0, none of the two before it learned; a rank that never comes back (kill -9) holds the exit up only until closeLingerMs.
 import { afterEach, expect, test } from 'bun:test';
 import type { CloseBody } from '../../node/lifecycle/routes.ts';
-import { ProcCluster, type ProcNode } from '../../scripts/lib/proc-cluster.ts';
+import { getJson, ProcCluster, type ProcNode } from '../../scripts/lib/proc-cluster.ts';
 import { waitFor } from '../node/helpers.ts';
 
 const clusters: ProcCluster[] = [];
@@ -13,15 +13,6 @@ afterEach(async () => {
 const graceMs = 500;
 const fast = { RANKMESH_HEARTBEAT_INTERVAL_MS: '150', RANKMESH_SUSPECT_MS: '600', RANKMESH_PROBE_TIMEOUT_MS: '500', RANKMESH_CLOSED_GRACE_MS: String(graceMs) };
 
-async function get<T>(node: ProcNode, path: string): Promise<T | null> {
-  try {
-    const res = await fetch(`${node.httpUrl}${path}`, { signal: AbortSignal.timeout(2000) });
-    return res.ok ? ((await res.json()) as T) : null;
-  } catch {
-    return null;
-  }
-}
-
 async function control(node: ProcNode, command: string): Promise<Record<string, unknown>> {
   const res = await fetch(`${node.httpUrl}/v1/control/${command}`, { method: 'POST', headers: { authorization: 'Bearer bench-token', 'content-type': 'application/json' }, body: JSON.stringify({ timeoutMs: 60_000 }) });
   return (await res.json()) as Record<string, unknown>;
@@ -31,7 +22,7 @@ async function control(node: ProcNode, command: string): Promise<Record<string, 
 async function stopWithoutThird(closeLingerMs: number, how: 'SIGSTOP' | 'SIGKILL'): Promise<{ majority: ProcNode[]; cut: ProcNode }> {
   const cluster = await ProcCluster.start({ nodes: 3, env: { ...fast, RANKMESH_CLOSE_LINGER_MS: String(closeLingerMs) } });
   clusters.push(cluster);
-  await waitFor('3 ranks serving', async () => (await Promise.all(cluster.nodes.map((n) => get<{ serving: boolean }>(n, '/v1/rank')))).every((r) => r?.serving === true), 60_000);
+  await waitFor('3 ranks serving', async () => (await Promise.all(cluster.nodes.map((n) => getJson<{ serving: boolean }>(n, '/v1/rank')))).every((r) => r?.serving === true), 60_000);
   const [a, b, cut] = cluster.nodes as [ProcNode, ProcNode, ProcNode];
   cut.process.kill(how);
   // The cut-off rank cannot drain: the pause completes once a view change removed it.
@@ -44,10 +35,10 @@ const timeOf = (node: ProcNode, msg: string): number | undefined => node.logs.fi
 
 test('a rank cut off across STOP exits 0 once it can hear again; the others wait for it past the grace period', async () => {
   const { majority, cut } = await stopWithoutThird(60_000, 'SIGSTOP');
-  await waitFor('the two closed for three grace periods', async () => (await Promise.all(majority.map((n) => get<CloseBody>(n, '/v1/lifecycle/close')))).every((c) => (c?.closedForMs ?? 0) >= 3 * graceMs), 15_000);
+  await waitFor('the two closed for three grace periods', async () => (await Promise.all(majority.map((n) => getJson<CloseBody>(n, '/v1/lifecycle/close')))).every((c) => (c?.closedForMs ?? 0) >= 3 * graceMs), 15_000);
   for (const node of majority) {
     expect(node.process.exitCode).toBeNull();
-    expect(await get<CloseBody>(node, '/v1/lifecycle/close')).toMatchObject({ state: 'lingering', waitingFor: [cut.peerId] });
+    expect(await getJson<CloseBody>(node, '/v1/lifecycle/close')).toMatchObject({ state: 'lingering', waitingFor: [cut.peerId] });
   }
 
   cut.process.kill('SIGCONT');
