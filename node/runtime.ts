@@ -448,6 +448,7 @@ export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 's
 /** The core's configuration: millisecond settings become whole ticks (at least one). */
 export function coreConfig(config: Config, peerId: string, bootId: string): CoreConfig {
   const ticks = (ms: number): number => Math.max(1, Math.round(ms / config.tickMs));
+  const timing = membershipTiming(config);
   return {
     meshId: config.meshId,
     self: peerId,
@@ -456,8 +457,8 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
     role: config.role,
     // The core's PRNG only spreads heartbeats and back-offs; each incarnation draws its own.
     seed: seedFrom(bootId),
-    heartbeatTicks: ticks(membershipTiming(config).heartbeatIntervalMs),
-    suspectTicks: ticks(membershipTiming(config).suspectMs),
+    heartbeatTicks: ticks(timing.heartbeatIntervalMs),
+    suspectTicks: ticks(timing.suspectMs),
     probeTimeoutTicks: ticks(config.probeTimeoutMs),
     probeIntervalTicks: ticks(config.probeIntervalMs),
   };

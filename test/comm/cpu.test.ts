@@ -359,11 +359,13 @@ const waitUntil = (cond: () => boolean): Promise<void> => waitFor('the condition
 describe('peer activity', () => {
   test("a rank hears that its ring neighbour began a collective it has not called, and only then", async () => {
     const comms = await cluster(3);
-    // Settled collectives leave nothing unread behind them: no activity is reported.
+    // Settled collectives leave nothing unread behind them (every frame sent was read before
+    // its receiver's collective settled): no activity is reported, not even on the next turn
+    // of the event loop, when a watch over bytes already buffered would have fired.
     await Promise.all(comms.map((c) => c.allReduce(new Int32Array([1, 2]), 'max')));
     const woken: number[] = [];
     const cancels = comms.map((c, i) => c.watchPeerActivity(() => woken.push(i)));
-    await Bun.sleep(50);
+    await new Promise((resolve) => setImmediate(resolve));
     expect(woken).toEqual([]);
     // Rank 0 starts alone: rank 1 (next in the ring) hears of it; rank 2 not yet. (A watch
     // means something only while its rank runs no collective: rank 0 drops its own.)
