@@ -66,6 +66,18 @@ export class Transport {
   private readonly requestHandlers = new Map<string, RequestHandler>();
   private readonly peerListeners = new Set<(event: PeerEvent) => void>();
   private readonly redialer: Redialer;
+  /**
+   * Peers heard through gossip relays (signers of messages on our topics) that this node has no
+   * connection to: it looks for their addresses and dials them while it keeps fewer than
+   * peerConnectionsTarget peers. Without this, a node whose first peer exchange came before
+   * its seed knew everyone's addresses stays connected to some peers only, and a partition
+   * of those cuts it off from peers it could still reach directly.
+   */
+  private readonly sought = new Set<string>();
+  /** Every signer ever heard, so a message costs one set lookup after the first. */
+  private readonly heard = new Set<string>();
+  private seekTimer: ReturnType<typeof setTimeout> | undefined;
+  private seekDelayMs = SEEK_FIRST_MS;
 
   private constructor(
     private readonly node: MeshLibp2p,
@@ -130,6 +142,8 @@ export class Transport {
     if (this.state.code === 'stopped') return;
     this.state = { code: 'stopped' };
     this.redialer.stop();
+    clearTimeout(this.seekTimer);
+    this.seekTimer = undefined;
     this.node.services.pubsub.removeEventListener('message', this.onMessage);
     await this.node.stop();
     cancelAddressUpdate(this.node);
@@ -218,6 +232,7 @@ export class Transport {
       if (signal.aborted) return fail('timeout', `no connection to ${peerId} within ${timeoutMs} ms`);
       const name = (err as Error).name;
       if (name === 'UnsupportedProtocolError') return fail('unsupported', `${peerId} does not serve ${protocol}`);
+      if (name === NO_ADDRESSES_ERROR) this.seekPeer(peerId);
       return fail('unreachable', (err as Error).message);
     }
     const onAbort = (): void => stream.abort(new Error('request timed out'));
@@ -242,6 +257,7 @@ export class Transport {
       return { ok: true, rttMs };
     } catch (err) {
       const error = (err as Error).message;
+      if ((err as Error).name === NO_ADDRESSES_ERROR) this.seekPeer(peerId);
       return { ok: false, error, refused: /ECONNREFUSED/.test(error) };
     }
   }
@@ -318,6 +334,7 @@ export class Transport {
     const handlers = this.gossipHandlers.get(message.topic);
     if (handlers === undefined) return;
     const from = message.from.toString();
+    if (!this.heard.has(from)) this.heardOf(from);
     for (const handler of handlers) {
       try {
         handler(from, message.data);
@@ -352,6 +369,64 @@ export class Transport {
       if (addresses.length > 0) peers.push({ peerId: peer.toString(), addresses: addresses.slice(0, 16) });
     }
     return peers;
+  }
+
+  /** A signer heard for the first time: seek it when it is not connected. */
+  private heardOf(peerId: string): void {
+    if (this.heard.size >= HEARD_MAX) return;
+    this.heard.add(peerId);
+    this.seekPeer(peerId);
+  }
+
+  /** Looks for `peerId`'s addresses (it was heard of, or a dial found none) unless connected. */
+  private seekPeer(peerId: string): void {
+    if (peerId === this.peerId || this.state.code !== 'started' || this.sought.size >= HEARD_MAX || this.isConnected(peerId)) return;
+    this.sought.add(peerId);
+    this.seekDelayMs = SEEK_FIRST_MS;
+    if (this.seekTimer === undefined) this.seekTimer = setTimeout(() => void this.seek(), SEEK_FIRST_MS);
+  }
+
+  private isConnected(peerId: string): boolean {
+    try {
+      return this.node.getConnections(peerIdFromString(peerId)).length > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * One round of seeking: sought peers whose addresses the peer store holds are dialled (the
+   * redial loop keeps them); for the rest, a connected peer is asked whom it knows. Rounds
+   * repeat with a growing pause until every sought peer is connected or dialled, or this node
+   * keeps peerConnectionsTarget peers.
+   */
+  private async seek(): Promise<void> {
+    this.seekTimer = undefined;
+    if (this.state.code !== 'started') return;
+    const target = this.options.peerConnectionsTarget ?? 24;
+    const unknown: string[] = [];
+    for (const peerId of [...this.sought]) {
+      if (this.redialer.kept >= target) break;
+      if (this.isConnected(peerId) || this.gate.isBlocked(peerId)) {
+        this.sought.delete(peerId);
+        continue;
+      }
+      const stored = await this.node.peerStore.get(peerIdFromString(peerId)).catch(() => undefined);
+      if (stored !== undefined && stored.addresses.length > 0) {
+        this.sought.delete(peerId);
+        this.redialer.learned(peerId);
+      } else {
+        unknown.push(peerId);
+      }
+    }
+    if (this.redialer.kept >= target) this.sought.clear();
+    if (this.sought.size === 0 || this.state.code !== 'started') return;
+    const connected = this.node.getPeers();
+    if (connected.length > 0) await this.exchangePeers(connected[Math.floor(Math.random() * connected.length)]!.toString());
+    if (this.state.code !== 'started') return;
+    this.seekTimer = setTimeout(() => void this.seek(), this.seekDelayMs);
+    this.seekDelayMs = Math.min(SEEK_MAX_MS, this.seekDelayMs * 2);
+    this.options.log.debug({ unknown: unknown.length }, 'seeking the addresses of peers heard through relays');
   }
 
   /** Asks `peerId` whom it knows and dials the ones this node is not connected to. */
@@ -404,6 +479,14 @@ export class Transport {
     }
   }
 }
+
+/** First pause before seeking a peer heard through a relay, and the longest between rounds. */
+const SEEK_FIRST_MS = 100;
+const SEEK_MAX_MS = 10_000;
+/** What libp2p names a dial to a peer whose addresses the peer store lacks. */
+const NO_ADDRESSES_ERROR = 'NoValidAddressesError';
+/** Distinct gossip signers remembered (a mesh's nodes; bounded against a flood of identities). */
+const HEARD_MAX = 4096;
 
 function shuffled<T>(items: readonly T[]): T[] {
   const out = [...items];
