@@ -27,12 +27,19 @@ export interface InprocMeshOptions {
   /** Settings applied to every node (e.g. faster timing). */
   settings?: Partial<Config>;
   logLevel?: 'silent' | 'info' | 'debug';
+  /**
+   * Keeps the last this many log lines of every node in memory (at logLevel, 'info' when
+   * unset) instead of printing them: a test prints them with recentLogs() when it fails.
+   */
+  captureLogLines?: number;
 }
 
 export class InprocMesh {
   readonly nodes: InprocNode[] = [];
   private readonly dir = mkdtempSync(join(tmpdir(), 'rankmesh-inproc-'));
   private readonly keyFile = join(this.dir, 'swarm.key');
+  /** Captured log lines, oldest first (captureLogLines). */
+  private readonly captured: string[] = [];
 
   private constructor(private readonly options: InprocMeshOptions) {
     loadOrCreateSecret(this.keyFile, newSwarmKey);
@@ -72,13 +79,31 @@ export class InprocMesh {
       redialMaxMs: 1000,
       ...this.options.settings,
     });
-    const runtime = new Runtime(config, pino({ level: this.options.logLevel ?? 'silent' }).child({ node: name }));
+    const capture = this.options.captureLogLines;
+    const logger =
+      capture === undefined
+        ? pino({ level: this.options.logLevel ?? 'silent' })
+        : pino(
+            { level: this.options.logLevel ?? 'info' },
+            {
+              write: (line: string) => {
+                this.captured.push(line.trimEnd());
+                if (this.captured.length > capture) this.captured.splice(0, this.captured.length - capture);
+              },
+            },
+          );
+    const runtime = new Runtime(config, logger.child({ node: name }));
     const started = await runtime.start();
     const views: View[] = [];
     runtime.driver.on('view', (view) => views.push(view));
     const node: InprocNode = { name, runtime, peerId: started.peerId, httpUrl: started.httpUrl, views };
     this.nodes[index] = node;
     return node;
+  }
+
+  /** The captured log lines of every node, oldest first, as one text (captureLogLines). */
+  recentLogs(): string {
+    return this.captured.join('\n');
   }
 
   /** The view a node holds now (null before its first). */

@@ -5,7 +5,8 @@ import { InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
 
 const token = 'inproc-test-token';
-const settings = { pipelines: ['a', 'b', 'c'], planRoundIntervalMs: 100, demandSyncIntervalMs: 300 };
+// A request not done within 15 s comes back 202, so the test prints why before its own 30 s run out.
+const settings = { pipelines: ['a', 'b', 'c'], planRoundIntervalMs: 100, demandSyncIntervalMs: 300, ingressSyncWaitMs: 15_000 };
 let mesh: InprocMesh;
 
 async function call(node: InprocNode, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
@@ -32,7 +33,7 @@ function agreedPlan(nodes: readonly InprocNode[]): AgreedPlan | null {
 
 describe('demand on four real ranks and a spare', () => {
   beforeAll(async () => {
-    mesh = await InprocMesh.start({ nodes: 5, worldSize: 4, settings });
+    mesh = await InprocMesh.start({ nodes: 5, worldSize: 4, settings, captureLogLines: 3000 });
     await waitFor('a full view and a first plan round on every node', () => mesh.nodes.every((n) => mesh.view(n)?.ranks.every((h) => h !== null) && planOf(n) !== null), 15_000);
   }, 30_000);
 
@@ -88,7 +89,13 @@ describe('demand on four real ranks and a spare', () => {
       const pipeline = i % 2 === 0 ? 'a' : 'b';
       return call(mesh.nodes[i % mesh.nodes.length]!, 'POST', '/v1/generate', { input: [1, 2, 3], pipeline }).then((r) => ({ pipeline, ...r }));
     });
-    for (const r of await Promise.all(sends)) {
+    const replies = await Promise.all(sends);
+    if (replies.some((r) => r.status !== 200)) {
+      // What each rank was doing, and the nodes' logs, to tell why a request did not finish.
+      for (const n of mesh.nodes) console.log(n.name, JSON.stringify(n.runtime.rank.rankStatus()), JSON.stringify(n.runtime.ingress.load()));
+      console.log(mesh.recentLogs());
+    }
+    for (const r of replies) {
       expect([r.pipeline, r.status, r.json.status]).toEqual([r.pipeline, 200, 'done']);
       expect(p.assignment.filter(([, x]) => x === r.pipeline).map(([rank]) => rank)).toContain(r.json.rank);
     }
