@@ -13,7 +13,7 @@ import type { CoreStore } from './store.ts';
 export const CORE_CHANNEL = 'core';
 
 /**
- * Round trips (libp2p pings, one after the other) in one scheduled probe; each must come back
+ * Round trips (libp2p pings, one after the other on one stream) in one scheduled probe; each must come back
  * within probeRoundTripMs. A ping still gets through a link that drops 60 % of what the subject
  * sends — TCP's tail-loss probe sends a lost segment again within a few milliseconds — but when
  * that copy is lost too, the retransmission timeout (at least 200 ms on Linux) delays it past
@@ -254,11 +254,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   private async probe(peer: string, suspected: boolean): Promise<{ ok: true } | { ok: false; error: string; refused: boolean }> {
     if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs });
     const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
-    for (let i = 0; i < PROBE_ROUND_TRIPS; i++) {
-      const result = await this.options.transport.ping(peer, { timeoutMs: roundTripMs });
-      if (!result.ok) return { ok: false, error: `round trip ${i + 1} of ${PROBE_ROUND_TRIPS}: ${result.error}`, refused: result.refused };
-    }
-    return { ok: true };
+    return this.options.transport.pingSeries(peer, PROBE_ROUND_TRIPS, roundTripMs);
   }
 
   private act(action: Action, nowMs: number): void {

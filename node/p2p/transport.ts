@@ -2,7 +2,7 @@
 // behind a small API of strings and bytes — gossip on the mesh's topics, direct requests to
 // one peer, ping, peer events — plus the partition hook that tests use to cut links.
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { PeerId, PrivateKey } from '@libp2p/interface';
+import type { PeerId, PrivateKey, StreamMessageEvent } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { PeerGate } from './gate.ts';
@@ -262,6 +262,75 @@ export class Transport {
     }
   }
 
+  /**
+   * `count` libp2p pings in a row on one ping stream (the protocol echoes every 32 bytes until
+   * the stream ends), each answered within `roundTripMs` — the first one including opening
+   * the stream. Fails at the first late, lost or wrong echo. One stream instead of one per
+   * ping: opening and negotiating a stream costs several encrypted frames each way.
+   */
+  async pingSeries(peerId: string, count: number, roundTripMs: number): Promise<PingResult> {
+    if (this.state.code !== 'started') return { ok: false, error: 'transport is not started', refused: false };
+    if (this.gate.isBlocked(peerId)) return { ok: false, error: `peer ${peerId} is blocked`, refused: false };
+    const started = performance.now();
+    let signal = AbortSignal.timeout(roundTripMs);
+    let stream;
+    try {
+      stream = await this.node.dialProtocol(parsePeerId(peerId), PING_PROTOCOL, { signal });
+    } catch (err) {
+      const error = signal.aborted ? `round trip 1 of ${count}: no stream within ${roundTripMs} ms` : (err as Error).message;
+      if ((err as Error).name === NO_ADDRESSES_ERROR) this.seekPeer(peerId);
+      return { ok: false, error, refused: /ECONNREFUSED/.test(error) };
+    }
+    // Echoed bytes not yet matched to a ping (a ping is 32 bytes; frames may split or join them).
+    let received = new Uint8Array(0);
+    let arrived: (() => void) | null = null;
+    const onMessage = (event: StreamMessageEvent): void => {
+      const data = event.data instanceof Uint8Array ? event.data : event.data.subarray();
+      const joined = new Uint8Array(received.byteLength + data.byteLength);
+      joined.set(received);
+      joined.set(data, received.byteLength);
+      received = joined;
+      arrived?.();
+    };
+    stream.addEventListener('message', onMessage);
+    try {
+      for (let i = 0; i < count; i++) {
+        if (i > 0) signal = AbortSignal.timeout(roundTripMs);
+        const data = crypto.getRandomValues(new Uint8Array(PING_BYTES));
+        const echoed = new Promise<boolean>((resolve) => {
+          const done = (ok: boolean): void => {
+            arrived = null;
+            signal.removeEventListener('abort', late);
+            stream.removeEventListener('close', late);
+            resolve(ok);
+          };
+          const late = (): void => done(false);
+          arrived = () => {
+            if (received.byteLength >= PING_BYTES) done(true);
+          };
+          signal.addEventListener('abort', late);
+          stream.addEventListener('close', late);
+        });
+        stream.send(data);
+        if (!(await echoed)) {
+          const why = signal.aborted ? `no echo within ${roundTripMs} ms` : 'the stream closed';
+          stream.abort(new Error(why));
+          return { ok: false, error: `round trip ${i + 1} of ${count}: ${why}`, refused: false };
+        }
+        const echo = received.subarray(0, PING_BYTES);
+        received = received.subarray(PING_BYTES);
+        if (!equalBytes(echo, data)) {
+          stream.abort(new Error('wrong ping echo'));
+          return { ok: false, error: `round trip ${i + 1} of ${count}: wrong echo`, refused: false };
+        }
+      }
+      await stream.close({ signal: AbortSignal.timeout(roundTripMs) }).catch(() => stream.abort(new Error('ping stream close timed out')));
+      return { ok: true, rttMs: performance.now() - started };
+    } finally {
+      stream.removeEventListener('message', onMessage);
+    }
+  }
+
   /** Dials a multiaddr now; resolves to the remote PeerId, rejects if it cannot connect. */
   async dial(address: string, options: { timeoutMs?: number } = {}): Promise<string> {
     this.requireStarted();
@@ -483,6 +552,16 @@ export class Transport {
 /** First pause before seeking a peer heard through a relay, and the longest between rounds. */
 const SEEK_FIRST_MS = 100;
 const SEEK_MAX_MS = 10_000;
+/** The libp2p ping protocol and its payload (see @libp2p/ping). */
+const PING_PROTOCOL = '/ipfs/ping/1.0.0';
+const PING_BYTES = 32;
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** What libp2p names a dial to a peer whose addresses the peer store lacks. */
 const NO_ADDRESSES_ERROR = 'NoValidAddressesError';
 /** Distinct gossip signers remembered (a mesh's nodes; bounded against a flood of identities). */

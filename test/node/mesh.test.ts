@@ -129,6 +129,13 @@ describe('mesh over libp2p', () => {
 
     const ping = await b.ping(a.peerId);
     expect(ping.ok && ping.rttMs >= 0).toBe(true);
+    // Three round trips on one ping stream.
+    const series = await b.pingSeries(a.peerId, 3, 1000);
+    expect(series.ok && series.rttMs >= 0).toBe(true);
+    // A round-trip budget too short for any echo fails, naming the round trip.
+    const late = await b.pingSeries(a.peerId, 3, 0);
+    expect(late.ok).toBe(false);
+    expect(!late.ok && late.error).toMatch(/^round trip 1 of 3/);
   }, testTimeoutMs);
 
   test('block cuts a link both ways and unblock lets the redial loop restore it', async () => {
@@ -144,6 +151,7 @@ describe('mesh over libp2p', () => {
     await waitFor('link cut on both sides', () => a.connectedPeers().length === 0 && b.connectedPeers().length === 0);
     expect(events).toContain(`disconnect:${b.peerId}`);
     expect((await b.ping(a.peerId, { timeoutMs: 500 })).ok).toBe(false);
+    expect(await b.pingSeries(a.peerId, 3, 500)).toEqual({ ok: false, error: `peer ${a.peerId} is blocked`, refused: false });
     expect((await b.request(a.peerId, 'echo', small)).ok).toBe(false);
     expect(a.blockedPeers()).toEqual([b.peerId]);
 
