@@ -10,10 +10,18 @@ export function meterCommunicator(comm: Communicator, metrics: Pick<NodeMetrics,
 }
 
 class MeteredCommunicator implements Communicator {
+  /**
+   * Present exactly when the inner communicator has it: the engine loop sleeps up to 5 s
+   * between idle all-reduces only where peers can wake it, and polls every 100 ms otherwise.
+   */
+  readonly watchPeerActivity?: (onActivity: () => void) => () => void;
+
   constructor(
     private readonly inner: Communicator,
     private readonly metrics: Pick<NodeMetrics, 'observeCollective'>,
-  ) {}
+  ) {
+    if (inner.watchPeerActivity !== undefined) this.watchPeerActivity = (onActivity) => inner.watchPeerActivity!(onActivity);
+  }
 
   get backend(): Communicator['backend'] {
     return this.inner.backend;
