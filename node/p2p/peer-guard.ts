@@ -7,8 +7,8 @@
 import type { ConnectionGater, PeerId } from '@libp2p/interface';
 import { TopicValidatorResult, type TopicValidatorFn } from '@libp2p/gossipsub';
 import { decodeDemandMessage } from '../../mesh/demand.ts';
-import { decode as decodeCoreMessage } from '../../mesh/wire.ts';
 import { DEMAND_CHANNEL } from '../demand/service.ts';
+import { decodeCoreOnce } from '../mesh/decode-once.ts';
 import { CORE_CHANNEL } from '../mesh/driver.ts';
 
 export interface PeerGuardOptions {
@@ -29,7 +29,7 @@ export type ChannelValidator = (bytes: Uint8Array) => string | null;
  */
 export const channelValidators: Readonly<Record<string, ChannelValidator>> = {
   [CORE_CHANNEL]: (bytes) => {
-    const decoded = decodeCoreMessage(bytes);
+    const decoded = decodeCoreOnce(bytes);
     return decoded.ok ? null : decoded.reason;
   },
   [DEMAND_CHANNEL]: (bytes) => {
