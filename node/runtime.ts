@@ -294,7 +294,7 @@ export class Runtime {
       transport,
       swarmKey: swarm.key,
       host: hostname,
-      settings: config,
+      settings: { ...config, ...periodicGossip(config) },
       log: log.child({ component: 'rank' }),
       // Readiness is what lets a spare or joiner be given a rank: it comes with the end of
       // the engine's warm-up, so healthy ranks never wait on a warming node.
@@ -315,7 +315,7 @@ export class Runtime {
       log: log.child({ component: 'demand' }),
       pollMs: config.tickMs,
       roundIntervalMs: config.planRoundIntervalMs,
-      syncIntervalMs: config.demandSyncIntervalMs,
+      syncIntervalMs: periodicGossip(config).demandSyncIntervalMs,
       requestTimeoutMs: config.requestTimeoutMs,
     });
     this.demandRef = demand;
@@ -440,9 +440,42 @@ export class Runtime {
  * the core probes at once); only a silent hang takes longer to suspect in a large mesh.
  */
 export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 'suspectMs' | 'worldSize'>): { heartbeatIntervalMs: number; suspectMs: number } {
-  const heartbeatIntervalMs = config.heartbeatIntervalMs > 0 ? config.heartbeatIntervalMs : Math.round(300 * Math.max(1, config.worldSize / 8));
+  const heartbeatIntervalMs = config.heartbeatIntervalMs > 0 ? config.heartbeatIntervalMs : autoHeartbeatIntervalMs(config.worldSize);
   const suspectMs = config.suspectMs > 0 ? config.suspectMs : 3 * heartbeatIntervalMs;
   return { heartbeatIntervalMs, suspectMs };
+}
+
+/**
+ * How much less often each node repeats its periodic gossip (heartbeats, demand summaries, awake
+ * reports, data-plane announcements) in a mesh of `worldSize` ranks than in one of 8 or fewer:
+ * (worldSize / 8)², at least 1. Every node hears every node's periodic gossip, so at fixed
+ * intervals a node's gossip work grows with the mesh; slowing the repeats with the square lets
+ * that work shrink as the mesh grows, which is what lets 32 node processes idle on a few
+ * cores. Changes are gossiped when they happen whatever the interval: only the repeats, which
+ * let a node that missed one catch up, come less often.
+ */
+export function gossipSlowdown(worldSize: number): number {
+  return Math.max(1, (worldSize / 8) ** 2);
+}
+
+/**
+ * The heartbeat interval when none is set: 300 ms × gossipSlowdown, at most 10 s (1.2 s at 16
+ * ranks, 4.8 s at 32), so a node hears 27 heartbeats a second at 8 ranks, 13 at 16, 7 at 32. A
+ * crash is still found at once through its closed connections, and a hang through the ring
+ * observers' scheduled probes (probeIntervalMs); only suspicion by silence takes longer in a
+ * large mesh.
+ */
+export function autoHeartbeatIntervalMs(worldSize: number): number {
+  return Math.round(Math.min(10_000, 300 * gossipSlowdown(worldSize)));
+}
+
+/** The repeat intervals of demand summaries and awake reports, and of data-plane announcements: set, or automatic (0). */
+export function periodicGossip(config: Pick<Config, 'demandSyncIntervalMs' | 'dataPlaneAnnounceIntervalMs' | 'worldSize'>): { demandSyncIntervalMs: number; dataPlaneAnnounceIntervalMs: number } {
+  const auto = (baseMs: number): number => Math.round(Math.min(60_000, baseMs * gossipSlowdown(config.worldSize)));
+  return {
+    demandSyncIntervalMs: config.demandSyncIntervalMs > 0 ? config.demandSyncIntervalMs : auto(2000),
+    dataPlaneAnnounceIntervalMs: config.dataPlaneAnnounceIntervalMs > 0 ? config.dataPlaneAnnounceIntervalMs : auto(5000),
+  };
 }
 
 /** The core's configuration: millisecond settings become whole ticks (at least one). */

@@ -38,7 +38,9 @@ export interface EngineLoopOptions {
    * wait keeps latency low and a long one keeps an idle mesh cheap (Megatron sleeps 20 ms).
    * Work arriving at this rank ends its wait at once. Where the communicator reports peer
    * activity (the CPU backend) a peer's all-reduce also ends it, so the wait can be long:
-   * default 1000 ms there. Otherwise peers join within this bound: default 100 ms.
+   * default 5000 ms there (an idle all-reduce of n ranks sends n − 1 messages at every rank,
+   * so an idle 32-rank mesh asking every second costs ~1000 socket writes a second). Otherwise
+   * peers join within this bound: default 100 ms.
    */
   readonly idleWaitMaxMs?: number;
   /** Deadline of the per-iteration all-reduce. Default 10000. */
@@ -281,7 +283,7 @@ export class EngineLoop {
       this.idleStreak += 1;
       // A draining rank whose peers are not draining yet asks again soon: they learn of the
       // pause within a gossip hop, and the mesh is drained only once an all-reduce says so.
-      const maxMs = this.idleWaitMaxMs ?? Math.max(this.idleWaitMs, comm.watchPeerActivity ? 1000 : 100);
+      const maxMs = this.idleWaitMaxMs ?? Math.max(this.idleWaitMs, comm.watchPeerActivity ? 5000 : 100);
       const waitMs = draining ? this.idleWaitMs : Math.min(maxMs, this.idleWaitMs * 2 ** Math.min(20, this.idleStreak - 1));
       await this.idleWait(waitMs, comm);
       this.report('idle', started, 0, 0);
