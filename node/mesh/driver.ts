@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Action, BarrierResult, CommandKind, LifecycleState, RawNode, View } from '../../mesh/rawnode.ts';
 import { encode, type Message } from '../../mesh/wire.ts';
 import { decodeCoreOnce } from './decode-once.ts';
+import { probeFailureCounts, StallClock } from './stall.ts';
 import type { Transport } from '../p2p/transport.ts';
 import type { CoreStore } from './store.ts';
 
@@ -22,19 +23,6 @@ export const CORE_CHANNEL = 'core';
  * on a healthy link, whose round trips take a few milliseconds unless its host is starved.
  */
 export const PROBE_ROUND_TRIPS = 3;
-
-/**
- * A failed probe says nothing about the peer when this node's own event loop stalled for this
- * share of the probe's round-trip budget while the probe ran: the echo may have sat unread in
- * the socket. Lifeguard's point: an observer that is itself slow must not blame others. On a
- * host whose cores are all busy (many nodes on one machine, a CPU-bound neighbour) every
- * process stalls now and then, and without this such stalls removed healthy members: a
- * 32-process mesh on 2 cores lost members to "probes" reports every few seconds.
- */
-const STALL_SHARE_INCONCLUSIVE = 0.5;
-
-/** Tick times kept to tell whether the event loop stalled during a probe (about 6 s at 50 ms). */
-const TICK_TIMES_KEPT = 128;
 
 /** Probe errors that come from this node's own limits, not from the peer or the link. */
 const LOCAL_PROBE_FAILURE = /Too many outbound protocol streams|transport is not started/;
@@ -116,13 +104,13 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   private handlerRegistered = false;
   private draining = false;
   private readonly timed: TimedTransition[] = [];
-  /** When the last ticks ran (performance.now()), a ring of TICK_TIMES_KEPT. */
-  private readonly tickTimes = new Float64Array(TICK_TIMES_KEPT);
-  private tickCount = 0;
+  /** When the protocol ticks ran: tells whether this node's own event loop stalled during a probe. */
+  private readonly stalls: StallClock;
 
   constructor(private readonly options: MeshDriverOptions) {
     super();
     this.core = options.core;
+    this.stalls = new StallClock(options.tickMs);
   }
 
   status(): DriverStatus {
@@ -196,7 +184,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
 
   private onTick(): void {
     if (this.state.code !== 'started') return;
-    this.tickTimes[this.tickCount++ % TICK_TIMES_KEPT] = performance.now();
+    this.stalls.tick(performance.now());
     this.core.tick();
     this.drain();
   }
@@ -277,26 +265,6 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     return this.options.transport.pingSeries(peer, PROBE_ROUND_TRIPS, roundTripMs);
   }
 
-  /**
-   * The longest this node's event loop went without running its tick timer, beyond the tick
-   * interval, between `fromMs` and now (performance.now() times): how long this node could not
-   * have read anything.
-   */
-  stallSince(fromMs: number): number {
-    const now = performance.now();
-    const { tickMs } = this.options;
-    const n = Math.min(this.tickCount, TICK_TIMES_KEPT);
-    let later = now;
-    let worst = 0;
-    for (let i = 1; i <= n; i++) {
-      const t = this.tickTimes[(this.tickCount - i) % TICK_TIMES_KEPT]!;
-      worst = Math.max(worst, later - t - tickMs);
-      if (t < fromMs) break;
-      later = t;
-    }
-    return worst;
-  }
-
   private act(action: Action, nowMs: number): void {
     switch (action.kind) {
       case 'probe': {
@@ -313,8 +281,8 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
           if (this.state.code !== 'started') return;
           // This node's own stream limit, or its own stalled event loop, says nothing about the peer.
           const budgetMs = suspected ? this.options.probeTimeoutMs : Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
-          const stalledMs = result.ok || result.refused ? 0 : this.stallSince(startedMs);
-          if (!result.ok && (LOCAL_PROBE_FAILURE.test(result.error) || stalledMs >= STALL_SHARE_INCONCLUSIVE * budgetMs)) {
+          const stalledMs = result.ok || result.refused ? 0 : this.stalls.stallSince(startedMs, performance.now());
+          if (!result.ok && (LOCAL_PROBE_FAILURE.test(result.error) || !probeFailureCounts(stalledMs, budgetMs))) {
             this.core.probeAbandoned(peer, id);
             if (stalledMs > 0) this.counters.probesInconclusive++;
             this.options.log.debug({ peer, error: result.error, stalledMs: Math.round(stalledMs) }, 'probe abandoned');
