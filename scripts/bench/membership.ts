@@ -1,7 +1,8 @@
 // Membership benchmark. Three measurements, each on real nodes:
 //  1. failure detection: kill -9 (or SIGSTOP: a silent hang) one node of N separate node
 //     processes and time until every survivor has committed the view without it (by the
-//     survivors' own log timestamps); the node is restarted between trials and rejoins.
+//     survivors' own log timestamps); the node is restarted between trials and rejoins. Every
+//     measurement starts from a settled mesh: every rank serving (its ring built), then a pause.
 //  2. false suspicions: N node processes idle for a while beside a CPU hog that keeps both
 //     cores busy; every suspicion and every view change counts as false (nobody failed).
 //  3. first-view formation for many in-process nodes (one process, one event loop).
@@ -10,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { InprocMesh } from '../lib/inproc-mesh.ts';
-import { ProcCluster, type LogRecord, type ProcNode } from '../lib/proc-cluster.ts';
+import { getJson, ProcCluster, type LogRecord, type ProcNode } from '../lib/proc-cluster.ts';
 
 const opts = new Command('membership')
   .option('--sizes <list>', 'cluster sizes for failure detection', '8,32')
@@ -34,7 +35,25 @@ const full = (n: number) => (r: LogRecord) => r.msg === 'view committed' && mask
 interface DetectRow { nodes: number; mode: 'kill' | 'hang'; trials: number[]; failure?: string }
 const detectRows: DetectRow[] = [];
 /** Per size: time to the first full view, and the CPU the idle mesh then uses (all nodes together). */
-const idleRows: { nodes: number; formS: number; idleCores: number | null }[] = [];
+const idleRows: { nodes: number; formS: number; servingS: number | null; idleCores: number | null }[] = [];
+
+/** Pause after every rank serves, before a measurement: ring builds and plan rounds settle. */
+const SETTLE_MS = 10_000;
+
+/**
+ * Waits until every node's rank serves (GET /v1/rank phase "serving"): after a view change the
+ * ranks build their rings and pass the join step, which on one small host takes longer than
+ * the view change itself. Returns the seconds it took, or null if not within `timeoutMs`.
+ */
+async function allServing(nodes: readonly ProcNode[], timeoutMs: number): Promise<number | null> {
+  const startedAtMs = Date.now();
+  while (Date.now() - startedAtMs < timeoutMs) {
+    const phases = await Promise.all(nodes.map((node) => getJson<{ phase: string }>(node, '/v1/rank')));
+    if (phases.every((p) => p?.phase === 'serving')) return (Date.now() - startedAtMs) / 1000;
+    await Bun.sleep(500);
+  }
+  return null;
+}
 
 /** CPU seconds (user + system) a process has used so far, from /proc; null where unreadable. */
 function cpuSeconds(pid: number): number | null {
@@ -69,10 +88,12 @@ for (const n of list(opts.sizes)) {
     await Promise.all(cluster.nodes.map((node) => cluster.waitForLog(node, full(n), 300_000)));
     const formS = (Date.now() - formStartedAtMs) / 1000;
     process.stderr.write(`  N=${n}: first view at every node after ${formS.toFixed(1)} s (processes)\n`);
-    // What the idle mesh costs once formed: the load every later measurement runs beside.
-    await Bun.sleep(3000);
+    const servingS = await allServing(cluster.nodes, 180_000);
+    process.stderr.write(`  N=${n}: every rank serving ${servingS === null ? 'not within 180 s' : `${servingS.toFixed(1)} s later`}\n`);
+    // What the idle mesh costs once settled: the load every later measurement runs beside.
+    await Bun.sleep(SETTLE_MS);
     const cores = await idleCores(cluster.nodes, 10);
-    idleRows.push({ nodes: n, formS, idleCores: cores });
+    idleRows.push({ nodes: n, formS, servingS, idleCores: cores });
     process.stderr.write(`  N=${n}: idle mesh uses ${cores === null ? '?' : cores.toFixed(2)} cores\n`);
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
@@ -119,6 +140,8 @@ async function restartAndRejoin(cluster: ProcCluster, node: ProcNode, n: number)
   const marks = new Map(cluster.nodes.map((s) => [s, s === node ? 0 : s.logs.length]));
   cluster.spawn(node);
   await Promise.all(cluster.nodes.map((s) => cluster.waitForLog(s, full(n), 60_000, marks.get(s))));
+  if ((await allServing(cluster.nodes, 120_000)) === null) throw new Error(`after ${node.name} rejoined, not every rank served within 120 s`);
+  await Bun.sleep(SETTLE_MS);
 }
 
 async function rankOf(node: ProcNode, peerId: string): Promise<number> {
@@ -200,12 +223,13 @@ for (const row of detectRows) {
 }
 if (idleRows.length > 0) {
   console.log('\nformation and idle load (node processes on this machine)');
-  console.log('| nodes | first view at every node s | idle mesh, cores (all nodes) | per node |');
-  console.log('|---|---|---|---|');
+  console.log('| nodes | first view at every node s | then every rank serving s | idle mesh, cores (all nodes) | per node |');
+  console.log('|---|---|---|---|---|');
   for (const row of idleRows) {
     const cores = row.idleCores === null ? '–' : row.idleCores.toFixed(2);
     const per = row.idleCores === null ? '–' : `${((row.idleCores / row.nodes) * 100).toFixed(1)} %`;
-    console.log(`| ${row.nodes} | ${row.formS.toFixed(1)} | ${cores} | ${per} |`);
+    const serving = row.servingS === null ? 'not within 180 s' : row.servingS.toFixed(1);
+    console.log(`| ${row.nodes} | ${row.formS.toFixed(1)} | ${serving} | ${cores} | ${per} |`);
   }
 }
 if (hogRow) {
