@@ -21,6 +21,13 @@ export interface CoreConfig {
   seed: number;
   /** Ticks between two heartbeats. */
   heartbeatTicks?: number;
+  /**
+   * Ticks between two heartbeats once the mesh is closed (default and at most heartbeatTicks):
+   * a closed node lingers until its peers acknowledge the close with a heartbeat of the closed
+   * epoch, then two of these intervals more, so a large mesh with a slow heartbeat still
+   * exits soon after a STOP.
+   */
+  closedHeartbeatTicks?: number;
   /** Silence after which a peer is suspected and probed directly. */
   suspectTicks?: number;
   /** Ticks to wait for a probe's result before treating it as failed. */
@@ -104,6 +111,10 @@ export function resolveConfig(config: CoreConfig): ResolvedConfig {
     const v = resolved[key];
     const min = key === 'fallbackJitterTicks' ? 0 : key === 'reportThresholdMax' || key === 'probeObservers' ? 2 : 1;
     if (!Number.isInteger(v) || v < min) throw new ConfigError(`${key} must be an integer ≥ ${min}, got ${v}`);
+  }
+  resolved.closedHeartbeatTicks = Math.min(resolved.heartbeatTicks, config.closedHeartbeatTicks ?? resolved.heartbeatTicks);
+  if (!Number.isInteger(resolved.closedHeartbeatTicks) || resolved.closedHeartbeatTicks < 1) {
+    throw new ConfigError(`closedHeartbeatTicks must be an integer ≥ 1, got ${config.closedHeartbeatTicks}`);
   }
   if (resolved.suspectTicks < 2 * resolved.heartbeatTicks) {
     throw new ConfigError(`suspectTicks (${resolved.suspectTicks}) must be at least twice heartbeatTicks (${resolved.heartbeatTicks}), or one lost heartbeat raises suspicion`);

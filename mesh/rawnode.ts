@@ -325,8 +325,12 @@ export class RawNode {
   /** One logical tick. */
   tick(): void {
     this.now++;
-    if (this.now % this.config.heartbeatTicks === this.heartbeatPhase) this.gossip(this.heartbeat());
-    switch (this.phase()) {
+    const phase = this.phase();
+    // A closed node heartbeats at least as often as closedHeartbeatTicks: those heartbeats are
+    // the acknowledgements its lingering peers wait for.
+    const every = phase === 'closed' ? this.config.closedHeartbeatTicks : this.config.heartbeatTicks;
+    if (this.now % every === this.heartbeatPhase % every) this.gossip(this.heartbeat());
+    switch (phase) {
       case 'forming':
         this.tickForming();
         break;

@@ -439,10 +439,14 @@ export class Runtime {
  * heartbeats a second. A crash is still found at once (a closed connection is evidence and
  * the core probes at once); only a silent hang takes longer to suspect in a large mesh.
  */
-export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 'suspectMs' | 'worldSize'>): { heartbeatIntervalMs: number; suspectMs: number } {
+/** The longest interval between a closed node's heartbeats (the acknowledgements of the close). */
+export const CLOSED_HEARTBEAT_MAX_MS = 600;
+
+export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 'suspectMs' | 'worldSize'>): { heartbeatIntervalMs: number; suspectMs: number; closedHeartbeatIntervalMs: number } {
   const heartbeatIntervalMs = config.heartbeatIntervalMs > 0 ? config.heartbeatIntervalMs : autoHeartbeatIntervalMs(config.worldSize);
   const suspectMs = config.suspectMs > 0 ? config.suspectMs : 3 * heartbeatIntervalMs;
-  return { heartbeatIntervalMs, suspectMs };
+  // Once closed, at most CLOSED_HEARTBEAT_MAX_MS apart: STOP exits as soon in a large mesh.
+  return { heartbeatIntervalMs, suspectMs, closedHeartbeatIntervalMs: Math.min(heartbeatIntervalMs, CLOSED_HEARTBEAT_MAX_MS) };
 }
 
 /**
@@ -491,15 +495,16 @@ export function coreConfig(config: Config, peerId: string, bootId: string): Core
     // The core's PRNG only spreads heartbeats and back-offs; each incarnation draws its own.
     seed: seedFrom(bootId),
     heartbeatTicks: ticks(timing.heartbeatIntervalMs),
+    closedHeartbeatTicks: ticks(timing.closedHeartbeatIntervalMs),
     suspectTicks: ticks(timing.suspectMs),
     probeTimeoutTicks: ticks(config.probeTimeoutMs),
     probeIntervalTicks: ticks(config.probeIntervalMs),
   };
 }
 
-/** The close linger's bounds: a closed node's own heartbeat reaches its last acknowledger within two intervals. */
+/** The close linger's bounds: a closed node's own heartbeat reaches its last acknowledger within two of its (closed) intervals. */
 export function lingerSettings(config: Config): { graceMs: number; lingerMaxMs: number; settleMs: number } {
-  return { graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs, settleMs: 2 * membershipTiming(config).heartbeatIntervalMs };
+  return { graceMs: config.closedGraceMs, lingerMaxMs: config.closeLingerMs, settleMs: 2 * membershipTiming(config).closedHeartbeatIntervalMs };
 }
 
 function seedFrom(text: string): number {

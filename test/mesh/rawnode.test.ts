@@ -178,6 +178,22 @@ describe('RawNode', () => {
     }
   });
 
+  test('once closed, a node heartbeats every closedHeartbeatTicks instead of heartbeatTicks', () => {
+    const ids = ['a', 'b', 'c'];
+    const d = new Driver(new Map(ids.map((id, i) => [id, new RawNode({ ...base, self: id, bootId: `b-${id}`, seed: i + 1, heartbeatTicks: 8, suspectTicks: 24, closedHeartbeatTicks: 2 })])));
+    d.run(60);
+    d.nodes.get('b')!.requestClose();
+    d.run(40);
+    expect(d.nodes.get('a')!.phase()).toBe('closed');
+    const heartbeatsOfA = (): number => d.sent.filter((s) => s.from === 'a' && s.out.msg.body.type === 'hb').length;
+    const before = heartbeatsOfA();
+    d.run(40);
+    // 40 ticks: 20 heartbeats at the closed cadence, where the open one would send 5.
+    expect(heartbeatsOfA() - before).toBe(20);
+    // The default is heartbeatTicks itself, and it is never longer.
+    expect(() => new RawNode({ ...base, self: 'a', bootId: 'b', closedHeartbeatTicks: 0 })).toThrow(/closedHeartbeatTicks/);
+  });
+
   test('bad configuration and foreign stored state are refused with a ConfigError', () => {
     expect(() => new RawNode({ ...base, worldSize: 0, self: 'a', bootId: 'b' })).toThrow(ConfigError);
     expect(() => new RawNode({ ...base, self: 'a b', bootId: 'b' })).toThrow(ConfigError);
