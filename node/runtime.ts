@@ -286,6 +286,8 @@ export class Runtime {
     const { hostname, port } = splitHostPort(config.httpAddr);
     const metrics = new NodeMetrics();
     this.metricsRef = metrics;
+    // Repeat intervals of the periodic gossip, automatic ones resolved for this worldSize.
+    const gossip = periodicGossip(config);
     // A gateway holds no rank: no engine, no data plane, nothing forwarded to it.
     this.rankRef = config.role === 'gateway' ? undefined : new RankHost({
       meshId: config.meshId,
@@ -294,7 +296,7 @@ export class Runtime {
       transport,
       swarmKey: swarm.key,
       host: hostname,
-      settings: { ...config, ...periodicGossip(config) },
+      settings: { ...config, ...gossip },
       log: log.child({ component: 'rank' }),
       // Readiness is what lets a spare or joiner be given a rank: it comes with the end of
       // the engine's warm-up, so healthy ranks never wait on a warming node.
@@ -315,7 +317,7 @@ export class Runtime {
       log: log.child({ component: 'demand' }),
       pollMs: config.tickMs,
       roundIntervalMs: config.planRoundIntervalMs,
-      syncIntervalMs: periodicGossip(config).demandSyncIntervalMs,
+      syncIntervalMs: gossip.demandSyncIntervalMs,
       requestTimeoutMs: config.requestTimeoutMs,
     });
     this.demandRef = demand;
@@ -432,20 +434,17 @@ export class Runtime {
   }
 }
 
-/**
- * Heartbeat interval and suspicion timeout, the settings' 0 resolved. Every member's
- * heartbeat reaches every node, so a fixed interval makes a node's load grow with the mesh;
- * above 8 ranks the interval grows with worldSize instead and the load stays at about 27
- * heartbeats a second. A crash is still found at once (a closed connection is evidence and
- * the core probes at once); only a silent hang takes longer to suspect in a large mesh.
- */
 /** The longest interval between a closed node's heartbeats (the acknowledgements of the close). */
 export const CLOSED_HEARTBEAT_MAX_MS = 600;
 
+/**
+ * Heartbeat interval and suspicion timeout, the settings' 0 resolved (see
+ * autoHeartbeatIntervalMs), and the closed node's heartbeat interval: at most
+ * CLOSED_HEARTBEAT_MAX_MS, so STOP exits as soon in a large mesh.
+ */
 export function membershipTiming(config: Pick<Config, 'heartbeatIntervalMs' | 'suspectMs' | 'worldSize'>): { heartbeatIntervalMs: number; suspectMs: number; closedHeartbeatIntervalMs: number } {
   const heartbeatIntervalMs = config.heartbeatIntervalMs > 0 ? config.heartbeatIntervalMs : autoHeartbeatIntervalMs(config.worldSize);
   const suspectMs = config.suspectMs > 0 ? config.suspectMs : 3 * heartbeatIntervalMs;
-  // Once closed, at most CLOSED_HEARTBEAT_MAX_MS apart: STOP exits as soon in a large mesh.
   return { heartbeatIntervalMs, suspectMs, closedHeartbeatIntervalMs: Math.min(heartbeatIntervalMs, CLOSED_HEARTBEAT_MAX_MS) };
 }
 

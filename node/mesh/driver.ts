@@ -260,9 +260,13 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
    * back within probeRoundTripMs).
    */
   private async probe(peer: string, suspected: boolean): Promise<{ ok: true } | { ok: false; error: string; refused: boolean }> {
-    if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.options.probeTimeoutMs });
-    const roundTripMs = Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
-    return this.options.transport.pingSeries(peer, PROBE_ROUND_TRIPS, roundTripMs);
+    if (suspected) return this.options.transport.ping(peer, { timeoutMs: this.probeBudgetMs(true) });
+    return this.options.transport.pingSeries(peer, PROBE_ROUND_TRIPS, this.probeBudgetMs(false));
+  }
+
+  /** A probe's time budget: the whole probe on suspicion, each round trip of a scheduled one. */
+  private probeBudgetMs(suspected: boolean): number {
+    return suspected ? this.options.probeTimeoutMs : Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
   }
 
   private act(action: Action, nowMs: number): void {
@@ -280,9 +284,8 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
         void this.probe(peer, suspected).then((result) => {
           if (this.state.code !== 'started') return;
           // This node's own stream limit, or its own stalled event loop, says nothing about the peer.
-          const budgetMs = suspected ? this.options.probeTimeoutMs : Math.min(this.options.probeRoundTripMs ?? 150, this.options.probeTimeoutMs);
           const stalledMs = result.ok || result.refused ? 0 : this.stalls.stallSince(startedMs, performance.now());
-          if (!result.ok && (LOCAL_PROBE_FAILURE.test(result.error) || !probeFailureCounts(stalledMs, budgetMs))) {
+          if (!result.ok && (LOCAL_PROBE_FAILURE.test(result.error) || !probeFailureCounts(stalledMs, this.probeBudgetMs(suspected)))) {
             this.core.probeAbandoned(peer, id);
             if (stalledMs > 0) this.counters.probesInconclusive++;
             this.options.log.debug({ peer, error: result.error, stalledMs: Math.round(stalledMs) }, 'probe abandoned');

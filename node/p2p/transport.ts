@@ -92,7 +92,7 @@ export class Transport {
         const connection = await this.node.dial(to, { signal });
         return connection.remotePeer.toString();
       },
-      isConnected: (id) => this.node.getConnections(peerIdFromString(id)).length > 0,
+      isConnected: (id) => this.isConnected(id),
       isBlocked: (id) => this.gate.isBlocked(id),
       selfPeerId: this.peerId,
       bootstrap: options.peers,
@@ -455,6 +455,7 @@ export class Transport {
     if (this.seekTimer === undefined) this.seekTimer = setTimeout(() => void this.seek(), SEEK_FIRST_MS);
   }
 
+  /** Whether a connection to `peerId` is open (false for a malformed id). */
   private isConnected(peerId: string): boolean {
     try {
       return this.node.getConnections(peerIdFromString(peerId)).length > 0;

@@ -1,20 +1,23 @@
 // Covers five real nodes (libp2p, the core and its driver, in one process) under a 2|3
 // partition: the three commit a view without the two, the two commit nothing, and after the
 // heal all five converge on one view with every rank active again.
-import { afterAll, expect, test } from 'bun:test';
+import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { activeMembers, InprocMesh, type InprocNode } from '../../scripts/lib/inproc-mesh.ts';
 import { waitFor } from '../node/helpers.ts';
 
-const meshes: InprocMesh[] = [];
+let mesh: InprocMesh;
+
+beforeAll(async () => {
+  mesh = await InprocMesh.start({ nodes: 5 });
+}, 30_000);
 
 afterAll(async () => {
-  await Promise.all(meshes.map((m) => m.stop()));
+  await mesh?.stop();
 });
 
+const epochOf = (node: InprocNode): number => mesh.view(node)?.epoch ?? 0;
+
 test('2|3 split: the majority commits without the minority, the minority commits nothing; heal converges', async () => {
-  const mesh = await InprocMesh.start({ nodes: 5 });
-  meshes.push(mesh);
-  const epochOf = (node: InprocNode): number => mesh.view(node)?.epoch ?? 0;
   const all = mesh.nodes;
   await waitFor('the first view at all five nodes', () => all.every((n) => epochOf(n) === 1), 20_000);
   const first = mesh.view(all[0]!)!;
