@@ -33,7 +33,8 @@ export interface AgreementIo {
   direct(to: string, body: Body): void;
   /** The acceptor state changed; it must be persisted before the messages queued after it. */
   persist(): void;
-  decided(change: Change): void;
+  /** `ballot`: the ballot whose votes decided it (0: the fast round). */
+  decided(change: Change, ballot: number): void;
   jitter(): number;
   count(reason: string): void;
 }
@@ -192,7 +193,7 @@ export class Agreement {
     if (tally.voters.size >= needed) {
       this.done = true;
       this.proposer = null;
-      this.io.decided(tally.change);
+      this.io.decided(tally.change, ballot);
     }
   }
 

@@ -35,6 +35,7 @@ import {
   resolveRound,
 } from './lifecycle.ts';
 import { type Liveness, Membership, type ReportReason } from './membership.ts';
+import { observersOf } from './observers.ts';
 import { Prng } from './prng.ts';
 import {
   type Change,
@@ -47,6 +48,7 @@ import {
   firstView,
   isEmptyChange,
   recordedIncarnation,
+  sameIncarnation,
   viewDigest,
   viewProblem,
 } from './view.ts';
@@ -67,6 +69,9 @@ export const PENDING_COMMANDS_MAX = 64;
 const APPLIED_IDS_MAX = 512;
 /** Lifecycle transitions lifecycle() reports. */
 const TRANSITIONS_KEPT = 32;
+
+/** How many members announce a fast-round decision (see announcesDecision). */
+export const DECISION_ANNOUNCERS = 3;
 
 /** Bad input to command(): an unknown kind or a malformed id. Nothing changed. */
 export class LifecycleError extends Error {
@@ -709,12 +714,21 @@ export class RawNode {
     agreement.tick(this.now, own);
   }
 
-  /** New reports travel at once rather than with the next regular heartbeat. */
+  /**
+   * A new report travels at once, rather than with the next regular heartbeat, when this node
+   * is one of the subject's ring observers. A crash is seen by every member connected to the
+   * subject, and if all of them announced, each failure would cost n broadcasts before the
+   * first vote; the probeObservers observers' reports already reach the report threshold, with
+   * every other member's own report adding to it. The others' reports still go out with their
+   * regular heartbeats, so a subject whose observers are all gone is removed too, only later.
+   */
   private announceNewReports(): void {
     const added = this.membership.takeNewReports();
     if (added.length === 0) return;
     for (const { inc, reason } of added) this.actions.push({ kind: 'reported', peerId: inc.peerId, bootId: inc.bootId, reason });
-    this.gossip(this.heartbeat());
+    const view = this.currentView;
+    const self = this.config.self;
+    if (!view || added.some(({ inc }) => observersOf(view, inc.peerId, this.config.probeObservers).includes(self))) this.gossip(this.heartbeat());
   }
 
   /** This node's proposal, once it has stayed the same for settleTicks; null if none. */
@@ -788,6 +802,24 @@ export class RawNode {
       case 'form':
         return this.reject('form message after formation');
     }
+  }
+
+  /**
+   * Whether this node gossips a decision it reached itself. Only acceptors may (the others'
+   * announcements would be refused). Every acceptor counts the same gossiped votes, so an
+   * announcement only helps a member that missed some of them: a fast-round decision is
+   * announced by the first DECISION_ANNOUNCERS acceptors that stay in the next view, in rank
+   * order, not by all n, whose n broadcasts would reach the slower members while they are
+   * still counting votes. A classic-round decision, reached when the fast round did not
+   * suffice (votes lost, or split), is announced by every acceptor. A member that misses the
+   * votes and the announcements catches up from the peers it lags (pushView).
+   */
+  private announcesDecision(view: View, change: Change, ballot: number): boolean {
+    const self = this.config.self;
+    if (rankOfPeer(view, self) < 0) return false;
+    if (ballot > 0) return true;
+    const staying = view.ranks.filter((h): h is Incarnation => h !== null && !change.remove.some((r) => sameIncarnation(r, h)));
+    return staying.slice(0, DECISION_ANNOUNCERS).some((h) => h.peerId === self);
   }
 
   private commit(change: Change, announce: boolean): void {
@@ -1056,8 +1088,7 @@ export class RawNode {
       persist: () => {
         this.dirty = true;
       },
-      // Only acceptors announce a decision; the others' announcements would be refused.
-      decided: (change) => this.commit(change, rankOfPeer(view, this.config.self) >= 0),
+      decided: (change, ballot) => this.commit(change, this.announcesDecision(view, change, ballot)),
       jitter: () => this.prng.int(0, this.config.fallbackJitterTicks),
       count: (reason) => this.reject(reason),
     });

@@ -315,7 +315,9 @@ export class Runtime {
       transport,
       driver: this.driverRef,
       log: log.child({ component: 'demand' }),
-      pollMs: config.tickMs,
+      // Events prompt most checks at once; the poll catches a rebalance round coming due,
+      // which may start only planRoundIntervalMs after the last.
+      pollMs: Math.max(config.tickMs, config.planRoundIntervalMs),
       roundIntervalMs: config.planRoundIntervalMs,
       syncIntervalMs: gossip.demandSyncIntervalMs,
       requestTimeoutMs: config.requestTimeoutMs,

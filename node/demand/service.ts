@@ -55,7 +55,11 @@ export interface DemandServiceOptions {
   transport: DemandTransport;
   driver: DemandDriver;
   log: Logger;
-  /** How often the service checks whether to arrive at a plan round (the protocol tick). */
+  /**
+   * How often the service checks, besides the events that prompt a check at once (a new view,
+   * a changed record, a peer's arrival at a plan round, a round's end), whether to arrive at a
+   * plan round or gossip its summary.
+   */
   pollMs: number;
   /** Least time between two plan rounds started for a rebalance. */
   roundIntervalMs: number;
@@ -137,6 +141,8 @@ export class DemandService {
     }
     const unsubscribe = transport.subscribe(DEMAND_CHANNEL, (from, bytes) => this.onGossip(from, bytes));
     driver.on('barrier', this.onBarrier);
+    driver.on('barrierAborted', this.poke);
+    driver.on('peerArrived', this.onPeerArrived);
     driver.on('view', this.poke);
     this.awake.start();
     const timer = setInterval(() => this.poll(), this.options.pollMs);
@@ -150,6 +156,8 @@ export class DemandService {
     clearInterval(this.state.timer);
     this.state.unsubscribe();
     this.options.driver.off('barrier', this.onBarrier);
+    this.options.driver.off('barrierAborted', this.poke);
+    this.options.driver.off('peerArrived', this.onPeerArrived);
     this.options.driver.off('view', this.poke);
     this.awake.stop();
     this.state = { code: 'stopped' };
@@ -248,6 +256,11 @@ export class DemandService {
     queueMicrotask(() => this.poll());
   };
 
+  /** A peer started (or went on with) a plan round: this rank arrives too without waiting for the next poll. */
+  private readonly onPeerArrived = (name: string): void => {
+    if (name === PLAN_BARRIER) this.poke();
+  };
+
   private poll(): void {
     if (this.state.code !== 'started') return;
     try {
@@ -294,6 +307,8 @@ export class DemandService {
     if (result.name !== PLAN_BARRIER) return;
     try {
       this.planRoundDone(result);
+      // The next round may be due at once (a pipeline still without a rank).
+      this.poke();
     } catch (err) {
       // Runs inside the driver's hand-out loop, which must not be broken by a listener.
       this.options.log.error({ err, seq: result.seq }, 'plan round result not applied');

@@ -52,6 +52,8 @@ export interface MeshDriverEvents {
   lifecycle: [change: LifecycleAction, atMs: number];
   /** A barrier completed here (control rounds included). */
   barrier: [result: BarrierResult];
+  /** A peer's arrival at a barrier round reached this node (after the core took it in). */
+  peerArrived: [name: string, seq: number];
   barrierAborted: [aborted: BarrierAborted];
   /** A control round dropped an illegal command (identically at every rank). */
   commandDropped: [dropped: CommandDropped];
@@ -77,10 +79,11 @@ export type DriverStatus = { code: 'stopped' } | { code: 'started'; timer: Retur
 
 /** Counts of what the driver refused or failed to do, by reason (for /metrics and tests). */
 export interface DriverCounters {
-  gossipIn: number;
-  gossipOut: number;
-  directIn: number;
-  directOut: number;
+  /** Core messages by path and direction, each by body type (hb, vote, decide, …). */
+  gossipIn: Record<string, number>;
+  gossipOut: Record<string, number>;
+  directIn: Record<string, number>;
+  directOut: Record<string, number>;
   rejected: Record<string, number>;
   sendFailures: number;
   /** Peers this node suspected (silent past suspectMs, or their connection closed) and probed. */
@@ -97,7 +100,7 @@ export interface DriverCounters {
 
 export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   readonly core: RawNode;
-  readonly counters: DriverCounters = { gossipIn: 0, gossipOut: 0, directIn: 0, directOut: 0, rejected: {}, sendFailures: 0, suspicions: 0, scheduledProbes: 0, probeFailures: 0, reports: 0, probesInconclusive: 0 };
+  readonly counters: DriverCounters = { gossipIn: {}, gossipOut: {}, directIn: {}, directOut: {}, rejected: {}, sendFailures: 0, suspicions: 0, scheduledProbes: 0, probeFailures: 0, reports: 0, probesInconclusive: 0 };
   private state: DriverStatus = { code: 'stopped' };
   private unsubscribe: (() => void) | undefined;
   private offPeer: (() => void) | undefined;
@@ -191,16 +194,17 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
 
   private receive(from: string, bytes: Uint8Array, path: 'gossip' | 'direct'): void {
     if (this.state.code !== 'started') return;
-    if (path === 'gossip') this.counters.gossipIn++;
-    else this.counters.directIn++;
     const decoded = decodeCoreOnce(bytes);
     if (!decoded.ok) {
       this.reject('malformed');
       this.options.log.debug({ from, reason: decoded.reason, path }, 'rejected a malformed core message');
       return;
     }
+    countType(path === 'gossip' ? this.counters.gossipIn : this.counters.directIn, decoded.msg);
     this.core.step(from, decoded.msg);
     this.drain();
+    const body = decoded.msg.body;
+    if (body.type === 'arrive') this.emit('peerArrived', body.name, body.seq);
   }
 
   private reject(reason: string): void {
@@ -235,7 +239,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   }
 
   private publish(msg: Message): void {
-    this.counters.gossipOut++;
+    countType(this.counters.gossipOut, msg);
     this.options.transport.publish(CORE_CHANNEL, encode(msg)).catch((err: Error) => {
       // No subscribed peer yet (a lone node) is normal; anything else is worth a debug line.
       this.counters.sendFailures++;
@@ -244,7 +248,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   }
 
   private sendDirect(to: string, msg: Message): void {
-    this.counters.directOut++;
+    countType(this.counters.directOut, msg);
     void this.options.transport.request(to, CORE_CHANNEL, encode(msg), { timeoutMs: this.options.directTimeoutMs }).then((result) => {
       if (!result.ok) {
         this.counters.sendFailures++;
@@ -362,3 +366,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   }
 }
 
+
+function countType(counts: Record<string, number>, msg: Message): void {
+  counts[msg.body.type] = (counts[msg.body.type] ?? 0) + 1;
+}

@@ -95,13 +95,13 @@ export class NodeMetrics {
 
     // Totals the node keeps itself are copied in at scrape time: a counter only ever grows by
     // the difference from what it last saw, so a reset of the source cannot make it go down.
-    syncedCounter(registers, 'rankmesh_gossip_messages_total', 'Core protocol gossip messages, by direction', ['direction'], () => {
+    syncedCounter(registers, 'rankmesh_gossip_messages_total', 'Core protocol gossip messages, by direction and message type (malformed ones are in rankmesh_rejected_messages_total)', ['direction', 'type'], () => {
       const c = read()?.driver.counters;
-      return c === undefined ? [] : [[{ direction: 'in' }, c.gossipIn], [{ direction: 'out' }, c.gossipOut]];
+      return c === undefined ? [] : [...byType('in', c.gossipIn), ...byType('out', c.gossipOut)];
     });
-    syncedCounter(registers, 'rankmesh_direct_messages_total', 'Core protocol direct messages, by direction', ['direction'], () => {
+    syncedCounter(registers, 'rankmesh_direct_messages_total', 'Core protocol direct messages, by direction and message type', ['direction', 'type'], () => {
       const c = read()?.driver.counters;
-      return c === undefined ? [] : [[{ direction: 'in' }, c.directIn], [{ direction: 'out' }, c.directOut]];
+      return c === undefined ? [] : [...byType('in', c.directIn), ...byType('out', c.directOut)];
     });
     syncedCounter(registers, 'rankmesh_rejected_messages_total', 'Core messages refused, by reason (malformed, stale, future, and the core\'s own reasons)', ['reason'], () => {
       const s = read();
@@ -257,6 +257,10 @@ function snake(name: string): string {
 
 function single(value: number | undefined): Row[] {
   return value === undefined ? [] : [[{}, value]];
+}
+
+function byType(direction: 'in' | 'out', counts: Record<string, number>): Row[] {
+  return Object.entries(counts).map(([type, n]): Row => [{ direction, type }, n]);
 }
 
 /** Sums rows with the same labels (a reason counted both by the driver and by the core). */
