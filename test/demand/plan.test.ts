@@ -177,6 +177,26 @@ describe('demand on four real ranks and a spare', () => {
   }, 30_000);
 });
 
+describe('plan rounds come from events, not from polling', () => {
+  test('with a once-a-minute poll, demand still gets ranks at once, and the ranks agree on the plan', async () => {
+    // The service polls every planRoundIntervalMs: here a minute, longer than the whole test.
+    // What starts and completes the rounds is the view, the gossiped record and the peers' arrivals.
+    const slow = await InprocMesh.start({ nodes: 3, settings: { pipelines: ['a', 'b'], planRoundIntervalMs: 60_000, demandSyncIntervalMs: 60_000 } });
+    try {
+      await waitFor('a full view and a first plan round on every node', () => slow.nodes.every((n) => slow.view(n)?.ranks.every((h) => h !== null) && planOf(n) !== null), 15_000);
+      const r = await call(slow.nodes[2]!, 'POST', '/v1/pipelines/b/demand', { steps: 10, timeoutMs: 20_000 });
+      expect(r.status).toBe(201);
+      expect(r.json.ranks.length).toBeGreaterThan(0);
+      await waitFor('every node holding the plan that gives b its ranks', () => {
+        const plan = agreedPlan(slow.nodes);
+        return plan !== null && (counts(plan).b ?? 0) > 0;
+      }, 10_000);
+    } finally {
+      await slow.stop();
+    }
+  }, 60_000);
+});
+
 describe('no rank in time', () => {
   test('504 names the reason and the record stays open', async () => {
     // One node of a mesh of two never forms a view, so no plan round can run.

@@ -270,6 +270,25 @@ describe('connection-loss evidence', () => {
     expect(liveness('p3')).toBe('reported');
   });
 
+  test('a crash costs few broadcasts: only the ring observers announce their reports at once, and only the first three staying members the decision', () => {
+    // Regular heartbeats rare, so every heartbeat sent after the crash is an announcement.
+    const f = formed(10, 57, { timing: { heartbeatTicks: 200, suspectTicks: 400 } });
+    const senders = { reports: new Set<string>(), decide: new Set<string>() };
+    f.cluster.onDeliver = (from, _to, msg) => {
+      if (msg.body.type === 'hb' && msg.body.reports.some((r) => r.peerId === 'p5')) senders.reports.add(from);
+      if (msg.body.type === 'decide') senders.decide.add(from);
+      return msg;
+    };
+    f.cluster.crash('p5');
+    const used = f.cluster.runUntil(() => f.peers.every((p) => p === 'p5' || viewOf(f, p).ranks[5] === null), LIVENESS_TICKS_MAX);
+    expect(used).toBeGreaterThanOrEqual(0);
+    // Every survivor saw the connection close and reported p5; p5's ring observers (the three
+    // ranks before it) are the ones that said so at once.
+    expect([...senders.reports].sort()).toEqual(['p2', 'p3', 'p4']);
+    expect(senders.decide.size).toBeGreaterThan(0);
+    for (const p of senders.decide) expect(['p0', 'p1', 'p2']).toContain(p);
+  });
+
   test('a killed process (sockets closed) is removed sooner than a host that went silent', () => {
     const ticksToRemove = (how: 'process' | 'host'): number => {
       const f = formed(5, 52);
