@@ -52,7 +52,7 @@ export interface MeshDriverEvents {
   lifecycle: [change: LifecycleAction, atMs: number];
   /** A barrier completed here (control rounds included). */
   barrier: [result: BarrierResult];
-  /** A peer's arrival at a barrier round reached this node (after the core took it in). */
+  /** A peer's barrier arrival reached this node; the core has stepped it (accepted or refused). */
   peerArrived: [name: string, seq: number];
   barrierAborted: [aborted: BarrierAborted];
   /** A control round dropped an illegal command (identically at every rank). */
@@ -365,7 +365,6 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     }
   }
 }
-
 
 function countType(counts: Record<string, number>, msg: Message): void {
   counts[msg.body.type] = (counts[msg.body.type] ?? 0) + 1;
