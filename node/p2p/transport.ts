@@ -311,7 +311,14 @@ export class Transport {
           signal.addEventListener('abort', late);
           stream.addEventListener('close', late);
         });
-        stream.send(data);
+        try {
+          stream.send(data);
+        } catch (err) {
+          // The stream closed between two round trips (the peer went away, or the connection
+          // was closed): a failed round trip like a missing echo, not an error of this node.
+          stream.abort(err as Error);
+          return { ok: false, error: `round trip ${i + 1} of ${count}: ${(err as Error).message}`, refused: false };
+        }
         if (!(await echoed)) {
           const why = signal.aborted ? `no echo within ${roundTripMs} ms` : 'the stream closed';
           stream.abort(new Error(why));

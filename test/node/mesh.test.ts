@@ -138,6 +138,25 @@ describe('mesh over libp2p', () => {
     expect(!late.ok && late.error).toMatch(/^round trip 1 of 3/);
   }, testTimeoutMs);
 
+  test('a ping stream that closes before a round trip is sent fails the probe instead of throwing', async () => {
+    const key = newSwarmKey();
+    const a = await startNode(key);
+    const b = await startNode(key, a.addresses());
+    await waitFor('b connected to a', () => b.connectedPeers().includes(a.peerId));
+    // The connection closing between the dial and the next ping (seen with 128 nodes on one
+    // event loop) leaves pingSeries a closed stream, whose send throws.
+    type Dial = (...args: unknown[]) => Promise<{ abort(err: Error): void }>;
+    const node = (b as unknown as { node: { dialProtocol: Dial } }).node;
+    const dial = node.dialProtocol.bind(node);
+    node.dialProtocol = async (...args) => {
+      const stream = await dial(...args);
+      stream.abort(new Error('closed under the prober'));
+      return stream;
+    };
+    const series = await b.pingSeries(a.peerId, 3, 1000);
+    expect(series).toEqual({ ok: false, error: expect.stringMatching(/^round trip 1 of 3: Cannot write to a stream that is closed/), refused: false });
+  }, testTimeoutMs);
+
   test('block cuts a link both ways and unblock lets the redial loop restore it', async () => {
     const key = newSwarmKey();
     const a = await startNode(key);
