@@ -25,6 +25,7 @@ import {
   type View,
   activePeers,
   incarnationKey,
+  recordedIncarnation,
   sameIncarnation,
 } from './view.ts';
 import type { Role } from './wire.ts';
@@ -324,7 +325,7 @@ export class Membership {
 
   liveness(peerId: string, now: number, view: View | null): Liveness {
     const info = this.peers.get(peerId);
-    const recorded = view?.ranks.find((h) => h?.peerId === peerId) ?? view?.spares.find((s) => s.peerId === peerId);
+    const recorded = view ? recordedIn(view, peerId) : undefined;
     if (recorded && this.myReports.has(incarnationKey(recorded))) return 'reported';
     if (!info || now - info.lastHeardTick > this.config.suspectTicks) return 'suspected';
     return 'alive';
@@ -375,6 +376,9 @@ export class Membership {
     const removed = (inc: Incarnation | null) => !!inc && remove.some((r) => sameIncarnation(r, inc));
     const ranksAfter = view.ranks.map((h) => (removed(h) ? null : h));
     const sparesAfter = view.spares.filter((s) => !removed(s));
+    const keptPeers = new Set<string>();
+    for (const h of ranksAfter) if (h) keptPeers.add(h.peerId);
+    for (const s of sparesAfter) keptPeers.add(s.peerId);
 
     // Peers outside the view that have been heard long enough to be considered.
     interface Candidate { peerId: string; bootId: string; ready: boolean; rememberedRank: number }
@@ -383,8 +387,7 @@ export class Membership {
       // Never re-admit an incarnation in the change that removes it: a peer reported on a
       // failed probe may still look recently heard, and remove + admit would be a no-op view.
       if (remove.some((r) => r.peerId === c.peerId && r.bootId === c.bootId)) return;
-      if (ranksAfter.some((h) => h?.peerId === c.peerId)) return;
-      if (sparesAfter.some((s) => s.peerId === c.peerId)) return;
+      if (keptPeers.has(c.peerId)) return;
       if (now - c.heardSinceTick < this.admitTicks(c)) return;
       if (c.peerId !== self.peerId && !this.probedClean(c)) return;
       outsiders.push(c);
@@ -569,5 +572,5 @@ interface Watch {
 }
 
 function recordedIn(view: View, peer: string): Incarnation | undefined {
-  return view.ranks.find((h) => h?.peerId === peer) ?? view.spares.find((s) => s.peerId === peer);
+  return recordedIncarnation(view, peer) ?? undefined;
 }

@@ -120,23 +120,47 @@ export function activeMask(view: View): RankMask {
   return mask;
 }
 
+/** Lookups by peer of one view, built once per view (views are values, never mutated). */
+interface ViewIndex {
+  readonly active: readonly string[];
+  readonly rankOf: ReadonlyMap<string, number>;
+  readonly recorded: ReadonlyMap<string, Incarnation>;
+}
+
+const viewIndexes = new WeakMap<View, ViewIndex>();
+
+/** The core asks these of the current view on every tick and message; a scan of every rank each time is O(n) per call, O(n²) per tick. */
+function indexOf(view: View): ViewIndex {
+  let index = viewIndexes.get(view);
+  if (index) return index;
+  const active: string[] = [];
+  const rankOf = new Map<string, number>();
+  const recorded = new Map<string, Incarnation>();
+  view.ranks.forEach((holder, rank) => {
+    if (!holder) return;
+    active.push(holder.peerId);
+    if (!rankOf.has(holder.peerId)) rankOf.set(holder.peerId, rank);
+    if (!recorded.has(holder.peerId)) recorded.set(holder.peerId, holder);
+  });
+  for (const s of view.spares) if (!recorded.has(s.peerId)) recorded.set(s.peerId, s);
+  index = { active, rankOf, recorded };
+  viewIndexes.set(view, index);
+  return index;
+}
+
 /** The peerIds of the active members (the acceptors of the next view change), rank order. */
-export function activePeers(view: View): string[] {
-  const peers: string[] = [];
-  for (const holder of view.ranks) if (holder) peers.push(holder.peerId);
-  return peers;
+export function activePeers(view: View): readonly string[] {
+  return indexOf(view).active;
 }
 
 /** The rank held by `peerId` in `view` (whatever its incarnation), or -1. */
 export function rankOfPeer(view: View, peerId: string): number {
-  return view.ranks.findIndex((h) => h?.peerId === peerId);
+  return indexOf(view).rankOf.get(peerId) ?? -1;
 }
 
 /** The incarnation `view` records for `peerId`, as a rank holder or a spare. */
 export function recordedIncarnation(view: View, peerId: string): Incarnation | null {
-  for (const h of view.ranks) if (h?.peerId === peerId) return h;
-  for (const s of view.spares) if (s.peerId === peerId) return s;
-  return null;
+  return indexOf(view).recorded.get(peerId) ?? null;
 }
 
 /** A string equal for two views exactly when they are equal. */

@@ -74,7 +74,10 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     transports: [tcpWithSafeAbort()],
     connectionProtector: preSharedKey({ psk: options.swarmKey }),
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
-    streamMuxers: [yamux()],
+    // yamux's keep-alive only measures a round trip and never acts on a lost one; the
+    // connection monitor below is what closes dead connections, so the keep-alive would only
+    // add a ping per connection every 30 s (31 connections a node in a 32-node mesh).
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionGater: {
       ...gater,
       denyDialPeer: async (peer) => guard.isBlocked(peer.toString()) || ((await gater.denyDialPeer?.(peer)) ?? false),

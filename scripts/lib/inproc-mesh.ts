@@ -141,5 +141,5 @@ export class InprocMesh {
 
 /** Peer ids holding an active rank in the view, in rank order. */
 export function activeMembers(view: View | null): string[] {
-  return view === null ? [] : activePeers(view);
+  return view === null ? [] : [...activePeers(view)];
 }
