@@ -296,7 +296,7 @@ export class Membership {
     // A scheduled probe in flight may have left before the connection closed: it gives way
     // (its late result is ignored by id) to a probe that asks whether the process is there.
     if (this.probes.has(peer) && this.probes.get(peer)?.why !== 'schedule') return null;
-    const inc = recordedIn(view, peer);
+    const inc = recordedIncarnation(view, peer);
     if (!inc || this.myReports.has(incarnationKey(inc))) return null;
     return this.startProbe(peer, 'evidence', now);
   }
@@ -311,9 +311,9 @@ export class Membership {
   probeResult(view: View, peer: string, ok: boolean, now: number, conclusive = true, id?: number): void {
     const probe = this.probes.get(peer);
     if (!probe || (id !== undefined && id !== probe.id)) return;
-    const inc = recordedIn(view, peer);
+    const inc = recordedIncarnation(view, peer);
     if (inc) return this.settle(inc, probe, ok, conclusive, now, true);
-    const returning = [...this.watches.values()].find((w) => w.inc.peerId === peer && !recordedIn(view, peer));
+    const returning = [...this.watches.values()].find((w) => w.inc.peerId === peer && !recordedIncarnation(view, peer));
     if (returning) return this.settle(returning.inc, probe, ok, conclusive, now, false);
     this.probes.delete(peer);
   }
@@ -325,7 +325,7 @@ export class Membership {
 
   liveness(peerId: string, now: number, view: View | null): Liveness {
     const info = this.peers.get(peerId);
-    const recorded = view ? recordedIn(view, peerId) : undefined;
+    const recorded = view ? recordedIncarnation(view, peerId) : null;
     if (recorded && this.myReports.has(incarnationKey(recorded))) return 'reported';
     if (!info || now - info.lastHeardTick > this.config.suspectTicks) return 'suspected';
     return 'alive';
@@ -532,7 +532,7 @@ export class Membership {
   private returningIncarnations(view: View, now: number): Incarnation[] {
     const out: Incarnation[] = [];
     for (const info of this.peers.values()) {
-      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now) || recordedIn(view, info.peerId)) continue;
+      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now) || recordedIncarnation(view, info.peerId)) continue;
       const inc = { peerId: info.peerId, bootId: info.bootId };
       if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0) out.push(inc);
     }
@@ -569,8 +569,4 @@ interface Watch {
   answeredInARow: number;
   /** A ring subject of the current view (not a removed incarnation asking back in). */
   ringSubject: boolean;
-}
-
-function recordedIn(view: View, peer: string): Incarnation | undefined {
-  return recordedIncarnation(view, peer) ?? undefined;
 }

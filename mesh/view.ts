@@ -129,7 +129,10 @@ interface ViewIndex {
 
 const viewIndexes = new WeakMap<View, ViewIndex>();
 
-/** The core asks these of the current view on every tick and message; a scan of every rank each time is O(n) per call, O(n²) per tick. */
+/**
+ * The core asks these of the current view on every tick and message: a scan of every rank per
+ * call made the failure detector's pass over the peers O(n²) per tick.
+ */
 function indexOf(view: View): ViewIndex {
   let index = viewIndexes.get(view);
   if (index) return index;
