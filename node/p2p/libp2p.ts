@@ -25,7 +25,7 @@ export interface MeshLibp2pOptions {
   connectionGater: ConnectionGater;
   gossipHeartbeatIntervalMs: number;
   /**
-   * gossipsub mesh degree D (default 3). Publishing floods to every peer, so the mesh only adds
+   * gossipsub mesh degree D (default 1). Publishing floods to every peer, so the mesh only adds
    * relayed copies for peers whose direct link lost a message: each node receives about D + 1
    * copies of every message, and every copy costs decryption and decoding. gossipsub's own
    * default (6, up to 12) makes a 32-node mesh on small hosts spend its CPU on duplicates.
@@ -113,7 +113,7 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
         emitSelf: false,
         heartbeatInterval: options.gossipHeartbeatIntervalMs,
         floodPublish: true,
-        ...meshDegrees(options.gossipMeshDegree ?? 3),
+        ...meshDegrees(options.gossipMeshDegree ?? 1),
         maxInboundDataLength: options.gossipBytesMax,
         scoreParams: {
           IPColocationFactorWeight: options.ipColocationFactorWeight,
@@ -181,12 +181,15 @@ export function tcpWithSafeAbort(): ReturnType<typeof tcp> {
 
 /**
  * gossipsub's degree parameters derived from D, within its rules: Dlo ≤ D ≤ Dhi, Dout < Dlo and
- * Dout ≤ D/2, Dscore ≤ D. Gossip (IHAVE) goes to D peers outside the mesh at each heartbeat.
+ * Dout ≤ D/2, Dscore ≤ D. Gossip (IHAVE) goes to D peers outside the mesh at each heartbeat:
+ * gossipFactor 0, because gossipsub's default (a quarter of the peers outside the mesh, when
+ * that is more than D) sent IHAVE to 7 peers a topic every heartbeat in a 32-node mesh, a third
+ * of an idle node's messages, to repair losses that flooding over TCP rarely leaves.
  */
-export function meshDegrees(d: number): { D: number; Dlo: number; Dhi: number; Dout: number; Dscore: number; Dlazy: number } {
+export function meshDegrees(d: number): { D: number; Dlo: number; Dhi: number; Dout: number; Dscore: number; Dlazy: number; gossipFactor: number } {
   if (!Number.isInteger(d) || d < 1) throw new RangeError(`gossip mesh degree must be a positive integer, got ${d}`);
   const Dlo = Math.max(1, d - 1);
-  return { D: d, Dlo, Dhi: d + 2, Dout: Math.min(Dlo - 1, Math.floor(d / 2)), Dscore: Math.max(1, Math.floor(d / 2)), Dlazy: d };
+  return { D: d, Dlo, Dhi: d + 2, Dout: Math.min(Dlo - 1, Math.floor(d / 2)), Dscore: Math.max(1, Math.floor(d / 2)), Dlazy: d, gossipFactor: 0 };
 }
 
 /**
