@@ -12,10 +12,11 @@ import { ping, type Ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p } from 'libp2p';
+import { ConnectionWatch, type ConnectionWatchComponents } from './connection-watch.ts';
 import { channelValidators, PeerGuard, type PeerGuardOptions } from './peer-guard.ts';
 import { installYamuxHalfWindowUpdates } from './yamux-window.ts';
 
-export type MeshLibp2p = Libp2p<{ identify: unknown; ping: Ping; pubsub: GossipSub; guard: PeerGuard }>;
+export type MeshLibp2p = Libp2p<{ identify: unknown; ping: Ping; pubsub: GossipSub; guard: PeerGuard; connectionWatch: ConnectionWatch }>;
 
 export interface MeshLibp2pOptions {
   privateKey: PrivateKey;
@@ -87,20 +88,19 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
     // The defaults (a few inbound connections per second per host) refuse the burst of
     // dials that a cluster on one address makes at start, and the refused dialer then
     // reports a misleading encryption error.
-    // libp2p pings every connection every 10 s and aborts it when a ping takes longer than an
-    // adaptive timeout of at least 5 s. Hosts whose event loop stalls for that long (many
-    // nodes starting on one small host, a CPU-bound neighbour) then lose healthy connections,
-    // and every loss makes the membership layer probe the peer. Liveness is the membership
-    // layer's job; the monitor only has to close connections to hosts that vanished without a
-    // FIN, and 20 s is soon enough for that. For the same reason it pings every 30 s, not 10:
-    // each ping opens a stream, and a node of a 32-node mesh holds about 31 connections, each
-    // pinged from both ends.
-    connectionMonitor: { pingInterval: 30_000, pingTimeout: { minTimeout: 20_000, maxTimeout: 60_000 } },
     connectionManager: {
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 256,
       maxConnections: 1024,
     },
+    // libp2p's connection monitor pings every connection every 10 s, all at the same moment,
+    // and aborts one whose ping takes longer than an adaptive timeout of at least 5 s. Hosts
+    // whose event loop stalls that long (many nodes starting on one small host, a CPU-bound
+    // neighbour) then lose healthy connections, and every loss makes the membership layer probe
+    // the peer; and nodes started together ping all their peers in the same second. Liveness is
+    // the membership layer's job: connectionWatch below only closes connections to hosts that
+    // vanished without a FIN, pinging each connection every 30 s (a 20 s timeout), spread out.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
@@ -123,6 +123,7 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
         },
       }),
       guard: () => guard,
+      connectionWatch: (components: ConnectionWatchComponents) => new ConnectionWatch(components, { intervalMs: 30_000, timeoutMs: 20_000 }),
     },
   });
   guard.attach({ disconnect: (peer) => node.hangUp(peerIdFromString(peer)) });
