@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Transport } from '../p2p/transport.ts';
+import { everyJittered } from '../timers.ts';
 
 /** Gossip channel of the rank reports. */
 export const AWAKE_CHANNEL = 'awake';
@@ -60,7 +61,7 @@ export class AwakeBoard extends EventEmitter<AwakeBoardEvents> {
   private seq = 0;
   /** Tells this process's reports from an earlier one's (whose seq may be higher). */
   private readonly bootId = randomInt(2 ** 31);
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private timer: { stop(): void } | undefined;
   private unsubscribe: (() => void) | undefined;
   /** Reports refused (malformed, another mesh) or out of date. */
   readonly ignored = { malformed: 0, stale: 0 };
@@ -72,11 +73,11 @@ export class AwakeBoard extends EventEmitter<AwakeBoardEvents> {
   start(): void {
     if (this.timer !== undefined) return;
     this.unsubscribe = this.options.transport.subscribe(AWAKE_CHANNEL, (from, bytes) => this.receive(from, bytes));
-    this.timer = setInterval(() => this.publish(), this.options.intervalMs);
+    this.timer = everyJittered(this.options.intervalMs, () => this.publish());
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.timer?.stop();
     this.timer = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;

@@ -32,6 +32,7 @@ import { BarrierError, type BarrierResult } from '../../mesh/rawnode.ts';
 import type { MeshDriver } from '../mesh/driver.ts';
 import type { Transport } from '../p2p/transport.ts';
 import type { Db } from '../storage/database.ts';
+import { jitteredMs } from '../timers.ts';
 import { AwakeBoard } from './awake.ts';
 import { PlanState } from './plan-state.ts';
 import { DemandStore } from './store.ts';
@@ -111,7 +112,8 @@ export class DemandService {
   private readonly tag: string;
   private state: ServiceStatus = { code: 'stopped' };
   private handlerRegistered = false;
-  private lastSummaryMs = -Infinity;
+  /** When the next repeated summary is due (also sent at once when the records change). */
+  private nextSummaryMs = -Infinity;
   private readonly lastPullMs = new Map<string, number>();
   private pulling = false;
   private barrierErrorEpoch = '';
@@ -279,7 +281,7 @@ export class DemandService {
       this.rounds.setView(view.generation, view.epoch, rank);
       if (rank >= 0) this.maybeArrive(nowMs, view.generation, view.epoch, view.ranks.flatMap((h, r) => (h ? [r] : [])));
     }
-    if (nowMs - this.lastSummaryMs >= this.options.syncIntervalMs) this.gossipSummary(nowMs);
+    if (nowMs >= this.nextSummaryMs) this.gossipSummary(nowMs);
   }
 
   private maybeArrive(nowMs: number, generation: number, epoch: number, ranks: number[]): void {
@@ -375,7 +377,7 @@ export class DemandService {
   }
 
   private gossipSummary(nowMs: number): void {
-    this.lastSummaryMs = nowMs;
+    this.nextSummaryMs = nowMs + jitteredMs(this.options.syncIntervalMs);
     const p = this.plans.current();
     const plan = p === null ? null : { generation: p.generation, epoch: p.epoch, seq: p.seq };
     this.publish(encodeDemandMessage({ type: 'summary', meshId: this.options.meshId, digest: this.book.digest(), records: this.book.size, plan }));

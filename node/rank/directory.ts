@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Incarnation } from '../../mesh/view.ts';
 import type { Transport } from '../p2p/transport.ts';
+import { everyJittered } from '../timers.ts';
 
 /** Gossip channel of the data-plane claims. */
 export const DATAPLANE_CHANNEL = 'dataplane';
@@ -49,7 +50,7 @@ export class DataPlaneDirectory {
   private readonly entriesMax: number;
   private seq = 0;
   private build: BuildAttempt | null = null;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private timer: { stop(): void } | undefined;
   private soon: ReturnType<typeof setTimeout> | undefined;
   private unsubscribe: (() => void) | undefined;
   private offPeer: (() => void) | undefined;
@@ -70,12 +71,12 @@ export class DataPlaneDirectory {
     this.offPeer = transport.onPeer((event) => {
       if (event.type === 'connect') this.announceSoon();
     });
-    this.timer = setInterval(() => this.announce(), announceIntervalMs);
+    this.timer = everyJittered(announceIntervalMs, () => this.announce());
     this.announce();
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.timer?.stop();
     clearTimeout(this.soon);
     this.timer = undefined;
     this.soon = undefined;
