@@ -2,7 +2,8 @@
 //  1. failure detection: kill -9 (or SIGSTOP: a silent hang) one node of N separate node
 //     processes and time until every survivor has committed the view without it (by the
 //     survivors' own log timestamps); the node is restarted between trials and rejoins. Every
-//     measurement starts from a settled mesh: every rank serving (its ring built), then a pause.
+//     measurement starts from a settled mesh: every rank serving (its ring built), then a pause
+//     until the idle load stops falling (restarted processes done compiling, rings built).
 //  2. false suspicions: N node processes idle for a while beside a CPU hog that keeps both
 //     cores busy; every suspicion and every view change counts as false (nobody failed).
 //  3. first-view formation for many in-process nodes (one process, one event loop).
@@ -39,6 +40,15 @@ const idleRows: { nodes: number; formS: number; servingS: number | null; idleCor
 
 /** Pause after every rank serves, before a measurement: ring builds and plan rounds settle. */
 const SETTLE_MS = 10_000;
+/** Longest wait for a mesh's idle load to stop falling (see settle). */
+const SETTLE_MAX_MS = 90_000;
+/**
+ * Youngest node process a measurement starts beside. A Bun process still compiles its hot code
+ * for about a minute after it starts (an idle N=32 node's JIT threads: 4.2 ms of CPU a second
+ * 40 s after formation, 0.1 ms after 70 s), and a restarted victim is the slowest survivor of
+ * the next kill while it does.
+ */
+const SETTLE_PROCESS_AGE_MS = 60_000;
 
 /**
  * Waits until every node's rank serves (GET /v1/rank phase "serving"): after a view change the
@@ -76,6 +86,29 @@ async function idleCores(nodes: readonly ProcNode[], seconds: number): Promise<n
   return used / ((Date.now() - startedAtMs) / 1000);
 }
 
+/**
+ * Waits until the mesh idles at a steady load, then returns that load (cores, all nodes
+ * together). A node process started a minute ago still compiles its code (Bun's JIT threads)
+ * and the rings and plan rounds of the last view change are still settling; a kill measured
+ * beside that load measures the warm-up as much as the protocol. After SETTLE_MS, and once the
+ * youngest process is SETTLE_PROCESS_AGE_MS old, the idle
+ * load is measured over 5 s windows until a window is not clearly below the one before
+ * (within 10 % or 0.05 cores), at most SETTLE_MAX_MS.
+ */
+async function settle(nodes: readonly ProcNode[], youngestSpawnedAtMs: number): Promise<{ cores: number | null; waitedS: number }> {
+  const startedAtMs = Date.now();
+  await Bun.sleep(Math.max(SETTLE_MS, youngestSpawnedAtMs + SETTLE_PROCESS_AGE_MS - Date.now()));
+  let previous = await idleCores(nodes, 5);
+  while (previous !== null && Date.now() - startedAtMs < SETTLE_MAX_MS) {
+    const cores = await idleCores(nodes, 5);
+    if (cores === null) return { cores, waitedS: (Date.now() - startedAtMs) / 1000 };
+    const falling = cores < previous * 0.9 && previous - cores > 0.05;
+    previous = cores;
+    if (!falling) break;
+  }
+  return { cores: previous, waitedS: (Date.now() - startedAtMs) / 1000 };
+}
+
 for (const n of list(opts.sizes)) {
   process.stderr.write(`detection: starting ${n} node processes\n`);
   const cluster = await ProcCluster.start({ nodes: n });
@@ -91,10 +124,9 @@ for (const n of list(opts.sizes)) {
     const servingS = await allServing(cluster.nodes, 180_000);
     process.stderr.write(`  N=${n}: every rank serving ${servingS === null ? 'not within 180 s' : `${servingS.toFixed(1)} s later`}\n`);
     // What the idle mesh costs once settled: the load every later measurement runs beside.
-    await Bun.sleep(SETTLE_MS);
-    const cores = await idleCores(cluster.nodes, 10);
+    const { cores, waitedS } = await settle(cluster.nodes, formStartedAtMs);
     idleRows.push({ nodes: n, formS, servingS, idleCores: cores });
-    process.stderr.write(`  N=${n}: idle mesh uses ${cores === null ? '?' : cores.toFixed(2)} cores\n`);
+    process.stderr.write(`  N=${n}: idle mesh uses ${cores === null ? '?' : cores.toFixed(2)} cores (steady ${waitedS.toFixed(0)} s after every rank served)\n`);
     // kill: kill -9, the kernel closes the victim's sockets (a crashed process).
     // hang: SIGSTOP, nothing is closed (a hung or powered-off host): found by silence alone.
     for (mode of ['kill', 'hang'] as const) {
@@ -138,10 +170,12 @@ for (const n of list(opts.sizes)) {
 
 async function restartAndRejoin(cluster: ProcCluster, node: ProcNode, n: number): Promise<void> {
   const marks = new Map(cluster.nodes.map((s) => [s, s === node ? 0 : s.logs.length]));
+  const spawnedAtMs = Date.now();
   cluster.spawn(node);
   await Promise.all(cluster.nodes.map((s) => cluster.waitForLog(s, full(n), 60_000, marks.get(s))));
   if ((await allServing(cluster.nodes, 120_000)) === null) throw new Error(`after ${node.name} rejoined, not every rank served within 120 s`);
-  await Bun.sleep(SETTLE_MS);
+  const { cores, waitedS } = await settle(cluster.nodes, spawnedAtMs);
+  process.stderr.write(`  N=${n}: ${node.name} rejoined; idle mesh at ${cores === null ? '?' : cores.toFixed(2)} cores ${waitedS.toFixed(0)} s after every rank served\n`);
 }
 
 async function rankOf(node: ProcNode, peerId: string): Promise<number> {
