@@ -26,7 +26,7 @@ export interface MeshLibp2pOptions {
   connectionGater: ConnectionGater;
   gossipHeartbeatIntervalMs: number;
   /**
-   * gossipsub mesh degree D (default 1). Publishing floods to every peer, so the mesh only adds
+   * gossipsub mesh degree D (default 3). Publishing floods to every peer, so the mesh only adds
    * relayed copies for peers whose direct link lost a message: each node receives about D + 1
    * copies of every message, and every copy costs decryption and decoding. gossipsub's own
    * default (6, up to 12) makes a 32-node mesh on small hosts spend its CPU on duplicates.
@@ -113,7 +113,7 @@ export async function createMeshLibp2p(options: MeshLibp2pOptions): Promise<Mesh
         emitSelf: false,
         heartbeatInterval: options.gossipHeartbeatIntervalMs,
         floodPublish: true,
-        ...meshDegrees(options.gossipMeshDegree ?? 1),
+        ...meshDegrees(options.gossipMeshDegree ?? 3),
         maxInboundDataLength: options.gossipBytesMax,
         scoreParams: {
           IPColocationFactorWeight: options.ipColocationFactorWeight,
