@@ -8,8 +8,9 @@
 // process starts at a random phase.
 import { AbortError, type ComponentLogger, type Connection, type Logger, type Startable, type StreamMessageEvent } from '@libp2p/interface';
 
-export const CONNECTION_PING_PROTOCOL = '/ipfs/ping/1.0.0';
-const PING_BYTES = 32;
+/** libp2p's ping protocol: the peer echoes each PING_BYTES bytes it reads. */
+export const PING_PROTOCOL = '/ipfs/ping/1.0.0';
+export const PING_BYTES = 32;
 
 export interface ConnectionWatchInit {
   /** Each connection is pinged about once in this interval. */
@@ -91,7 +92,7 @@ export class ConnectionWatch implements Startable {
     this.counts.pings++;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.init.timeoutMs)]);
     try {
-      const stream = await conn.newStream(CONNECTION_PING_PROTOCOL, { signal, runOnLimitedConnection: true });
+      const stream = await conn.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true });
       try {
         await new Promise<void>((resolve, reject) => {
           let received = 0;

@@ -5,6 +5,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId, PrivateKey, StreamMessageEvent } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
+import { PING_BYTES, PING_PROTOCOL } from './connection-watch.ts';
 import { PeerGate } from './gate.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
 import { channelValidators, type PeerGuardCounters, type PeerGuardOptions } from './peer-guard.ts';
@@ -560,9 +561,6 @@ export class Transport {
 /** First pause before seeking a peer heard through a relay, and the longest between rounds. */
 const SEEK_FIRST_MS = 100;
 const SEEK_MAX_MS = 10_000;
-/** The libp2p ping protocol and its payload (see @libp2p/ping). */
-const PING_PROTOCOL = '/ipfs/ping/1.0.0';
-const PING_BYTES = 32;
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false;

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection } from '@libp2p/interface';
 import { defaultLogger } from '@libp2p/logger';
-import { CONNECTION_PING_PROTOCOL, ConnectionWatch } from '../../node/p2p/connection-watch.ts';
+import { PING_PROTOCOL, ConnectionWatch } from '../../node/p2p/connection-watch.ts';
 import { createMeshLibp2p, type MeshLibp2p } from '../../node/p2p/libp2p.ts';
 import { newSwarmKey } from '../../node/secrets.ts';
 import { waitFor } from './helpers.ts';
@@ -112,8 +112,8 @@ describe('ConnectionWatch on real libp2p connections', () => {
 
       // b's process is up but its ping handler swallows every ping: a host that stopped
       // answering without closing the socket, as far as a's pings can tell.
-      await b.unhandle(CONNECTION_PING_PROTOCOL);
-      await b.handle(CONNECTION_PING_PROTOCOL, () => {});
+      await b.unhandle(PING_PROTOCOL);
+      await b.handle(PING_PROTOCOL, () => {});
       await waitFor('the silent connection aborted', () => watch.counts.aborted >= 1, 5000);
       await waitFor('a no longer connected to b', () => a.getConnections(b.peerId).length === 0, 5000);
     } finally {
