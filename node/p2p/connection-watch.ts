@@ -58,8 +58,8 @@ export class ConnectionWatch implements Startable {
     this.abort.abort();
   }
 
-  /** Pings the connections whose turn came; exposed for tests. */
-  step(nowMs = Date.now()): void {
+  /** Pings the connections whose turn came; resolves when those pings have ended (tests wait on it). */
+  step(nowMs = Date.now()): Promise<void> {
     const connections = this.components.connectionManager.getConnections().filter((c) => c.status === 'open');
     const due: { conn: Connection; since: number }[] = [];
     for (const conn of connections) {
@@ -74,15 +74,17 @@ export class ConnectionWatch implements Startable {
     }
     due.sort((a, b) => a.since - b.since);
     const share = Math.ceil((connections.length * this.stepMs) / this.init.intervalMs);
+    const pings: Promise<void>[] = [];
     for (const { conn } of due.slice(0, share)) {
       this.lastPinged.set(conn, nowMs);
-      void this.ping(conn);
+      pings.push(this.ping(conn));
     }
+    return Promise.all(pings).then(() => undefined);
   }
 
   private schedule(delayMs: number): void {
     this.timer = setTimeout(() => {
-      this.step();
+      void this.step();
       if (this.timer !== undefined) this.schedule(this.stepMs);
     }, delayMs);
   }

@@ -38,8 +38,7 @@ describe('ConnectionWatch scheduling', () => {
     let most = 0;
     for (let t = 0; t <= 9000; t += 100) {
       const before = conns.reduce((s, c) => s + c.pinged, 0);
-      watch.step(t);
-      await Bun.sleep(0);
+      await watch.step(t);
       most = Math.max(most, conns.reduce((s, c) => s + c.pinged, 0) - before);
     }
     // libp2p's monitor would have pinged all 30 in one step.
@@ -57,10 +56,7 @@ describe('ConnectionWatch scheduling', () => {
     const good = fakeConnection('UnsupportedProtocolError');
     const bad = fakeConnection('Error');
     const watch = new ConnectionWatch({ connectionManager: { getConnections: () => [good, bad] }, logger: defaultLogger() }, { intervalMs: 200, timeoutMs: 100, stepMs: 100 });
-    for (let t = 0; t <= 1000; t += 100) {
-      watch.step(t);
-      await Bun.sleep(0);
-    }
+    for (let t = 0; t <= 1000; t += 100) await watch.step(t);
     expect(bad.aborted).toBe(1);
     expect(good.aborted).toBe(0);
     expect(watch.counts.aborted).toBe(1);
