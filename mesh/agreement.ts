@@ -4,14 +4,15 @@
  *
  * Acceptors are the peers holding a rank in the epoch's view (whatever their incarnation:
  * a restarted peer keeps its acceptor state on disk). Round 0 is the fast round: each
- * acceptor votes for the change it computed itself, and a change with fastQuorum(n)
- * identical votes is decided. When that does not happen in time, any acceptor runs a
+ * acceptor votes for the change it computed itself, sending the vote to the change's three
+ * collectors (voteCollectors), and a change with fastQuorum(n) identical votes is decided
+ * there and announced. When that does not happen in time, any acceptor runs a
  * classic round with a ballot ordered by (round, rank) after a randomised back-off; it
  * recovers any value that may have been chosen before, so both paths decide one value.
  */
 import type { ResolvedConfig } from './config.ts';
 import { fastQuorum, possiblyChosenThreshold, quorumSize } from './quorum.ts';
-import { type Change, type View, activePeers, canonicalChange, changeKey, isEmptyChange, rankOfPeer } from './view.ts';
+import { type Change, type Incarnation, type View, activePeers, canonicalChange, changeKey, isEmptyChange, rankOfPeer, sameIncarnation } from './view.ts';
 import { BALLOT_RANK_SPAN, type Body } from './wire.ts';
 
 /** What an acceptor must keep on stable storage before it answers anyone. */
@@ -49,6 +50,26 @@ interface Proposer {
   phase: 'prepare' | 'accept';
   readonly promises: Map<string, { votedBallot: number; voted: Change | null }>;
   value: Change | null;
+}
+
+/**
+ * How many members collect the fast round's votes and announce its decision: the first of the
+ * acceptors that stay in the next view, in rank order (see voteCollectors).
+ */
+export const DECISION_ANNOUNCERS = 3;
+
+/**
+ * The members a fast-round vote for `change` goes to, and that announce its decision: the first
+ * DECISION_ANNOUNCERS ranks of `view` that `change` keeps, in rank order. Any node may learn a
+ * decision by counting votes, so who counts them does not bear on safety; sending each vote to
+ * these few instead of gossiping it to all turns the fast round's n² deliveries into about 3n,
+ * plus the collectors' decisions. A voter names only members it believes alive (the change
+ * removes the others), and voters with the same change name the same collectors. Empty when the
+ * change keeps no rank; the vote is then gossiped.
+ */
+export function voteCollectors(view: View, change: Change): string[] {
+  const staying = view.ranks.filter((h): h is Incarnation => h !== null && !change.remove.some((r) => sameIncarnation(r, h)));
+  return staying.slice(0, DECISION_ANNOUNCERS).map((h) => h.peerId);
 }
 
 export function freshAcceptor(view: View): AcceptorState {
@@ -107,7 +128,7 @@ export class Agreement {
     if (isAcceptor && this.lastOwnChange && this.state.votedBallot < 0 && this.state.promised === 0) {
       this.state = { ...this.state, votedBallot: 0, voted: this.lastOwnChange };
       this.io.persist();
-      this.io.gossip({ type: 'vote', ballot: 0, change: this.lastOwnChange });
+      this.sendVote(0, this.lastOwnChange);
       this.lastSendTick = now;
       this.start(now);
       this.record(this.self, 0, this.lastOwnChange);
@@ -241,12 +262,22 @@ export class Agreement {
 
   private retransmit(now: number): void {
     this.lastSendTick = now;
-    if (this.state.votedBallot >= 0 && this.state.voted) {
-      this.io.gossip({ type: 'vote', ballot: this.state.votedBallot, change: this.state.voted });
-    }
+    if (this.state.votedBallot >= 0 && this.state.voted) this.sendVote(this.state.votedBallot, this.state.voted);
     const p = this.proposer;
     if (p?.phase === 'prepare') this.io.gossip({ type: 'prepare', ballot: p.ballot });
     if (p?.phase === 'accept' && p.value) this.io.gossip({ type: 'accept', ballot: p.ballot, change: p.value });
+  }
+
+  /**
+   * A fast-round vote goes to the change's collectors directly, except a collector's own, which
+   * is gossiped: the other collectors count it, and a collector never sends a message to itself.
+   * A classic-round vote is gossiped, since every acceptor announces a classic decision and the
+   * round runs only when the fast one failed.
+   */
+  private sendVote(ballot: number, change: Change): void {
+    const collectors = ballot === 0 ? voteCollectors(this.view, change) : [];
+    if (collectors.length === 0 || collectors.includes(this.self)) return this.io.gossip({ type: 'vote', ballot, change });
+    for (const to of collectors) this.io.direct(to, { type: 'vote', ballot, change });
   }
 
   private start(now: number): void {

@@ -13,7 +13,7 @@
  *              whose old incarnation still holds its rank until a view change removes it);
  *   closed   — the mesh is closed; nothing changes any more.
  */
-import { Agreement, type AcceptorState, freshAcceptor } from './agreement.ts';
+import { Agreement, type AcceptorState, freshAcceptor, voteCollectors } from './agreement.ts';
 import { BarrierError, type BarrierInfo, type BarrierResult, Barriers } from './barrier.ts';
 import { type CoreConfig, ConfigError, type ResolvedConfig, resolveConfig } from './config.ts';
 import { Formation, type FormCandidate, type FormState, formDigest } from './forming.ts';
@@ -70,8 +70,7 @@ const APPLIED_IDS_MAX = 512;
 /** Lifecycle transitions lifecycle() reports. */
 const TRANSITIONS_KEPT = 32;
 
-/** How many members announce a fast-round decision (see announcesDecision). */
-export const DECISION_ANNOUNCERS = 3;
+export { DECISION_ANNOUNCERS } from './agreement.ts';
 
 /** Bad input to command(): an unknown kind or a malformed id. Nothing changed. */
 export class LifecycleError extends Error {
@@ -806,20 +805,16 @@ export class RawNode {
 
   /**
    * Whether this node gossips a decision it reached itself. Only acceptors may (the others'
-   * announcements would be refused). Every acceptor counts the same gossiped votes, so an
-   * announcement only helps a member that missed some of them: a fast-round decision is
-   * announced by the first DECISION_ANNOUNCERS acceptors that stay in the next view, in rank
-   * order, not by all n, whose n broadcasts would reach the slower members while they are
-   * still counting votes. A classic-round decision, reached when the fast round did not
-   * suffice (votes lost, or split), is announced by every acceptor. A member that misses the
-   * votes and the announcements catches up from the peers it lags (pushView).
+   * announcements would be refused). A fast-round decision is announced by the change's vote
+   * collectors (see voteCollectors), the members the fast round's votes were sent to, and the
+   * only ones that count them. A classic-round decision, reached when the fast round did not
+   * suffice (votes lost, split, or collectors gone), is announced by every acceptor. A member
+   * that misses the announcements catches up from the peers it lags (pushView).
    */
   private announcesDecision(view: View, change: Change, ballot: number): boolean {
     const self = this.config.self;
     if (rankOfPeer(view, self) < 0) return false;
-    if (ballot > 0) return true;
-    const staying = view.ranks.filter((h): h is Incarnation => h !== null && !change.remove.some((r) => sameIncarnation(r, h)));
-    return staying.slice(0, DECISION_ANNOUNCERS).some((h) => h.peerId === self);
+    return ballot > 0 || voteCollectors(view, change).includes(self);
   }
 
   private commit(change: Change, announce: boolean): void {

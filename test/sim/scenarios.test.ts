@@ -274,9 +274,11 @@ describe('connection-loss evidence', () => {
     // Regular heartbeats rare, so every heartbeat sent after the crash is an announcement.
     const f = formed(10, 57, { timing: { heartbeatTicks: 200, suspectTicks: 400 } });
     const senders = { reports: new Set<string>(), decide: new Set<string>() };
-    f.cluster.onDeliver = (from, _to, msg) => {
+    const voteRoutes = new Set<string>();
+    f.cluster.onDeliver = (from, to, msg) => {
       if (msg.body.type === 'hb' && msg.body.reports.some((r) => r.peerId === 'p5')) senders.reports.add(from);
       if (msg.body.type === 'decide') senders.decide.add(from);
+      if (msg.body.type === 'vote') voteRoutes.add(`${from}>${to}`);
       return msg;
     };
     f.cluster.crash('p5');
@@ -287,6 +289,39 @@ describe('connection-loss evidence', () => {
     expect([...senders.reports].sort()).toEqual(['p2', 'p3', 'p4']);
     expect(senders.decide.size).toBeGreaterThan(0);
     for (const p of senders.decide) expect(['p0', 'p1', 'p2']).toContain(p);
+    // Fast votes went to the collectors (p0, p1, p2): each of them heard from every other
+    // survivor, and the only votes other members received are the collectors' own (gossiped).
+    const collectors = ['p0', 'p1', 'p2'];
+    for (const route of voteRoutes) {
+      const [from, to] = route.split('>') as [string, string];
+      if (!collectors.includes(to)) expect(collectors).toContain(from);
+    }
+    for (const c of collectors) {
+      const heard = f.peers.filter((p) => p !== 'p5' && p !== c && voteRoutes.has(`${p}>${c}`));
+      expect(heard.length).toBe(8);
+    }
+  });
+
+  test('a collector gone silent does not hold up the fast round: the other two collect the votes and decide', () => {
+    const f = formed(10, 58);
+    const decided = new Set<string>();
+    let prepares = 0;
+    f.cluster.onDeliver = (from, _to, msg) => {
+      if (msg.body.type === 'decide') decided.add(from);
+      if (msg.body.type === 'prepare') prepares++;
+      return msg;
+    };
+    // p1's host goes silent (nothing closes its connections, so it is not suspected yet) just
+    // as p5's process dies: the change removing p5 names p0, p1 and p2 as its collectors, and
+    // 8 votes, the fast quorum of 10, can still reach p0 and p2.
+    f.cluster.crash('p1', 'host');
+    f.cluster.crash('p5');
+    const survivors = f.peers.filter((p) => p !== 'p1' && p !== 'p5');
+    const used = f.cluster.runUntil(() => survivors.every((p) => viewOf(f, p).ranks[5] === null), LIVENESS_TICKS_MAX);
+    expect(used).toBeGreaterThanOrEqual(0);
+    expect(viewOf(f, 'p0').ranks[1]?.peerId).toBe('p1');
+    expect(prepares).toBe(0);
+    expect([...decided].sort()).toEqual(['p0', 'p2']);
   });
 
   test('a killed process (sockets closed) is removed sooner than a host that went silent', () => {
