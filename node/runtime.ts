@@ -254,7 +254,6 @@ export class Runtime {
       tickMs: config.tickMs,
       probeTimeoutMs: config.probeTimeoutMs,
       probeRoundTripMs: config.probeRoundTripMs,
-      directTimeoutMs: config.requestTimeoutMs,
     });
     // Whether this incarnation was ever in an open view (a rank or a spare): only a node that
     // never was may take a closed record it learns as the end of the last generation and

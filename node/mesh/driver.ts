@@ -4,10 +4,11 @@
 // The simulator in mesh/sim/ is the other driver of the same core.
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Action, BarrierResult, CommandKind, LifecycleState, RawNode, View } from '../../mesh/rawnode.ts';
+import { type Action, type BarrierResult, type CommandKind, DECISION_ANNOUNCERS, type LifecycleState, type RawNode, type View } from '../../mesh/rawnode.ts';
 import { encode, type Message } from '../../mesh/wire.ts';
 import { decodeCoreOnce } from './decode-once.ts';
 import { probeFailureCounts, StallClock } from './stall.ts';
+import { jitteredMs } from '../timers.ts';
 import type { Transport } from '../p2p/transport.ts';
 import type { CoreStore } from './store.ts';
 
@@ -37,8 +38,6 @@ export interface MeshDriverOptions {
   probeTimeoutMs: number;
   /** A scheduled probe fails when one of its round trips takes longer than this (default 150). */
   probeRoundTripMs?: number;
-  /** Budget of one direct core message. */
-  directTimeoutMs: number;
 }
 
 export type LifecycleAction = Extract<Action, { kind: 'lifecycle' }>;
@@ -71,6 +70,12 @@ export interface TimedTransition {
   /** Time spent in `previous` (since the last transition this driver saw), or null for the first. */
   readonly previousMs: number | null;
 }
+
+/**
+ * How long after a view is installed the driver opens its push streams to the view's likely
+ * vote collectors (see warmCollectors): long enough to stay out of the view change's own work.
+ */
+const PUSH_WARM_DELAY_MS = 2000;
 
 /** Transitions the driver keeps for GET /v1/lifecycle. */
 const TIMED_TRANSITIONS_KEPT = 32;
@@ -109,6 +114,8 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
   private readonly timed: TimedTransition[] = [];
   /** When the protocol ticks ran: tells whether this node's own event loop stalled during a probe. */
   private readonly stalls: StallClock;
+  /** performance.now() at which to open push streams to the likely collectors; null: done. */
+  private warmDueMs: number | null = null;
 
   constructor(private readonly options: MeshDriverOptions) {
     super();
@@ -141,6 +148,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     }
     const timer = setInterval(() => this.onTick(), this.options.tickMs);
     this.state = { code: 'started', timer };
+    this.warmDueMs = performance.now() + jitteredMs(PUSH_WARM_DELAY_MS);
     // The core's first ready() holds its restored state and its first heartbeat.
     this.drain();
   }
@@ -187,9 +195,27 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
 
   private onTick(): void {
     if (this.state.code !== 'started') return;
-    this.stalls.tick(performance.now());
+    const now = performance.now();
+    this.stalls.tick(now);
     this.core.tick();
     this.drain();
+    if (this.warmDueMs !== null && now >= this.warmDueMs) {
+      this.warmDueMs = null;
+      this.warmCollectors();
+    }
+  }
+
+  /**
+   * Opens push streams to the first DECISION_ANNOUNCERS + 1 ranks of the view: the collectors
+   * of the next change's fast votes are among them unless two of them fail at once. Without
+   * this, the first vote after a quiet spell waits for a stream to open and its protocol to be
+   * negotiated with a collector that every other voter is opening one to at the same moment.
+   */
+  private warmCollectors(): void {
+    const view = this.core.view();
+    if (!view) return;
+    const likely = view.ranks.filter((h) => h !== null).slice(0, DECISION_ANNOUNCERS + 1);
+    for (const h of likely) this.options.transport.warmPush(h.peerId, CORE_CHANNEL);
   }
 
   private receive(from: string, bytes: Uint8Array, path: 'gossip' | 'direct'): void {
@@ -247,14 +273,10 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     });
   }
 
+  /** Over the peer's push stream: no answer is awaited, and the core re-sends what matters. */
   private sendDirect(to: string, msg: Message): void {
     countType(this.counters.directOut, msg);
-    void this.options.transport.request(to, CORE_CHANNEL, encode(msg), { timeoutMs: this.options.directTimeoutMs }).then((result) => {
-      if (!result.ok) {
-        this.counters.sendFailures++;
-        this.options.log.debug({ to, error: result.error, message: result.message }, 'direct core message not delivered');
-      }
-    });
+    this.options.transport.push(to, CORE_CHANNEL, encode(msg), () => this.counters.sendFailures++);
   }
 
   /**
@@ -318,6 +340,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
           'view committed',
         );
         this.emit('view', action.view);
+        this.warmDueMs = performance.now() + jitteredMs(PUSH_WARM_DELAY_MS);
         return;
       }
       case 'closed': {

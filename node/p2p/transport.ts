@@ -10,6 +10,7 @@ import { PeerGate } from './gate.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p.ts';
 import { channelValidators, type PeerGuardCounters, type PeerGuardOptions } from './peer-guard.ts';
 import { decodePeers, encodePeers, peerExchangeName } from './peer-exchange.ts';
+import { type OnDropped, PushSender, receiveFrames } from './push.ts';
 import { Redialer } from './redial.ts';
 import { exchange, serveRequest, type RequestFailure, type RequestHandler, type RequestResult } from './rpc.ts';
 
@@ -79,6 +80,10 @@ export class Transport {
   private readonly heard = new Set<string>();
   private seekTimer: ReturnType<typeof setTimeout> | undefined;
   private seekDelayMs = SEEK_FIRST_MS;
+  /** Outbound push streams, by request name (see push()). */
+  private readonly pushers = new Map<string, PushSender>();
+  /** Pushed messages not written, by reason (see push()). */
+  readonly pushDropped: Record<string, number> = {};
 
   private constructor(
     private readonly node: MeshLibp2p,
@@ -143,6 +148,8 @@ export class Transport {
     if (this.state.code === 'stopped') return;
     this.state = { code: 'stopped' };
     this.redialer.stop();
+    for (const pusher of this.pushers.values()) pusher.stop();
+    this.pushers.clear();
     clearTimeout(this.seekTimer);
     this.seekTimer = undefined;
     this.node.services.pubsub.removeEventListener('message', this.onMessage);
@@ -216,6 +223,57 @@ export class Transport {
     if (name === peerExchangeName || this.requestHandlers.has(name)) throw new TransportError(`a handler for ${name} is already registered`);
     this.requestHandlers.set(name, handler);
     if (this.state.code === 'started') await this.register(name, handler);
+  }
+
+  /**
+   * Sends `bytes` to the handler of `name` at `peerId` (see handle()) and does not wait for an
+   * answer: over one long-lived stream per peer and name, so a message to a peer whose stream
+   * is open is one write, not a stream opened and a protocol negotiated. Messages to one peer
+   * arrive in order. Best effort: a message that cannot be written (no connection, the stream
+   * lost, too many waiting) is counted in pushDropped by reason, logged at debug level, and
+   * reported to `onDropped`.
+   */
+  push(peerId: string, name: string, bytes: Uint8Array, onDropped?: OnDropped): void {
+    const refuse = (reason: string) => {
+      this.pushDroppedFor(peerId, name, reason);
+      onDropped?.(reason);
+    };
+    if (this.state.code !== 'started') return refuse('transport is not started');
+    if (bytes.byteLength > this.options.requestBytesMax) return refuse(`larger than ${this.options.requestBytesMax} bytes`);
+    if (this.gate.isBlocked(peerId)) return refuse('peer is blocked');
+    this.pusher(name).send(peerId, bytes, onDropped);
+  }
+
+  /** Opens the push stream for `name` to `peerId` ahead of the first push (see PushSender.warm). */
+  warmPush(peerId: string, name: string): void {
+    if (this.state.code !== 'started' || peerId === this.peerId || this.gate.isBlocked(peerId)) return;
+    this.pusher(name).warm(peerId);
+  }
+
+  /** Whether this node's push stream for `name` to `peerId` is open. */
+  pushStreamOpen(peerId: string, name: string): boolean {
+    return this.pushers.get(name)?.isOpen(peerId) ?? false;
+  }
+
+  private pusher(name: string): PushSender {
+    let pusher = this.pushers.get(name);
+    if (pusher) return pusher;
+    const protocol = this.pushProtocol(name);
+    pusher = new PushSender({
+      open: (peer) =>
+        this.node.dialProtocol(parsePeerId(peer), protocol, { signal: AbortSignal.timeout(this.options.requestTimeoutMs) }).catch((err: Error) => {
+          if (err.name === NO_ADDRESSES_ERROR) this.seekPeer(peer);
+          throw err;
+        }),
+      dropped: (peer, reason) => this.pushDroppedFor(peer, name, reason),
+    });
+    this.pushers.set(name, pusher);
+    return pusher;
+  }
+
+  private pushDroppedFor(peer: string, name: string, reason: string): void {
+    this.pushDropped[reason] = (this.pushDropped[reason] ?? 0) + 1;
+    this.options.log.debug({ peer, name, reason }, 'pushed message not sent');
   }
 
   /** Sends one request to `peerId` and waits for its response; failures are values. */
@@ -382,6 +440,11 @@ export class Transport {
     return `/rankmesh/${this.meshId}/rpc/${name}/1.0.0`;
   }
 
+  private pushProtocol(name: string): string {
+    this.protocol(name);
+    return `/rankmesh/${this.meshId}/push/${name}/1.0.0`;
+  }
+
   private async register(name: string, handler: RequestHandler): Promise<void> {
     // A direct request on a channel the peer guard validates counts against its sender like
     // invalid gossip does; the handler still sees it and refuses it in its own way.
@@ -397,6 +460,16 @@ export class Transport {
     await this.node.handle(this.protocol(name), (stream, connection) =>
       serveRequest(stream, connection.remotePeer.toString(), guarded, this.options.requestBytesMax, this.options.requestTimeoutMs),
     );
+    // Pushed messages reach the same handler; its answer has nowhere to go and is dropped.
+    const pushed = (from: string, bytes: Uint8Array): void => {
+      try {
+        const answer = guarded(from, bytes);
+        if (answer instanceof Promise) answer.catch(() => undefined);
+      } catch {
+        // A handler that throws on one message refuses that message only.
+      }
+    };
+    await this.node.handle(this.pushProtocol(name), (stream, connection) => receiveFrames(stream, connection.remotePeer.toString(), pushed, this.options.requestBytesMax));
   }
 
   private requireStarted(): void {

@@ -195,3 +195,72 @@ describe('mesh over libp2p', () => {
     await waitFor('b redialled the restarted peer', () => b.connectedPeers().includes(again.peerId));
   }, testTimeoutMs);
 });
+
+describe('push: one-way messages over a long-lived stream', () => {
+  test('messages pushed in a burst arrive whole, in order, from their sender; a stream lost with its peer is reopened', async () => {
+    const key = newSwarmKey();
+    const aKey = await generateKeyPair('Ed25519');
+    const a = await startNode(key, [], { privateKey: aKey, listen: '/ip4/127.0.0.1/tcp/0' });
+    const b = await startNode(key, a.addresses());
+    const got: Array<{ from: string; bytes: Uint8Array }> = [];
+    await a.handle('note', (from, bytes) => {
+      got.push({ from, bytes });
+      return new Uint8Array(0);
+    });
+    await waitFor('b connected to a', () => b.connectedPeers().includes(a.peerId));
+    // Warming opens the stream before any message needs it.
+    expect(b.pushStreamOpen(a.peerId, 'note')).toBe(false);
+    b.warmPush(a.peerId, 'note');
+    await waitFor("b's push stream to a open", () => b.pushStreamOpen(a.peerId, 'note'));
+    expect(got).toEqual([]);
+    const dropped: string[] = [];
+    const message = (i: number) => Uint8Array.from({ length: i === 7 ? 4096 : 8 }, (_, j) => (i + j) % 251);
+    for (let i = 0; i < 200; i++) b.push(a.peerId, 'note', message(i), (reason) => dropped.push(reason));
+    await waitFor('200 pushed messages at a', () => got.length === 200);
+    expect(dropped).toEqual([]);
+    for (let i = 0; i < 200; i++) {
+      expect(got[i]!.from).toBe(b.peerId);
+      expect(Buffer.from(got[i]!.bytes).equals(Buffer.from(message(i)))).toBe(true);
+    }
+    // a restarts on the same key and port: b's stream died with the connection, and the next
+    // push opens a new one (a push written into the dying stream may be lost, never duplicated).
+    const port = a.addresses()[0]!.split('/')[4]!;
+    await a.stop();
+    const again = await startNode(key, [], { privateKey: aKey, listen: `/ip4/127.0.0.1/tcp/${port}` });
+    const after: Uint8Array[] = [];
+    await again.handle('note', (_from, bytes) => {
+      after.push(bytes);
+      return new Uint8Array(0);
+    });
+    await waitFor('a pushed message at the restarted node', async () => {
+      b.push(again.peerId, 'note', message(1));
+      await Bun.sleep(50);
+      return after.length > 0;
+    });
+    expect(Buffer.from(after[0]!).equals(Buffer.from(message(1)))).toBe(true);
+  }, testTimeoutMs);
+
+  test('a push that cannot be sent is reported and sends nothing: too large, or a peer that is not there', async () => {
+    const key = newSwarmKey();
+    const a = await startNode(key);
+    const b = await startNode(key, a.addresses());
+    const got: Uint8Array[] = [];
+    await a.handle('note', (_from, bytes) => {
+      got.push(bytes);
+      return new Uint8Array(0);
+    });
+    const reasons: string[] = [];
+    b.push(a.peerId, 'note', new Uint8Array(64 * 1024 + 1), (reason) => reasons.push(reason));
+    expect(reasons).toEqual(['larger than 65536 bytes']);
+    const gone = await startNode(key);
+    const absent = gone.peerId;
+    await gone.stop();
+    b.push(absent, 'note', small, (reason) => reasons.push(reason));
+    await waitFor('the push to an unknown peer reported', () => reasons.length === 2);
+    expect(b.pushDropped['larger than 65536 bytes']).toBe(1);
+    // The link still works afterwards.
+    b.push(a.peerId, 'note', small);
+    await waitFor('a later push delivered', () => got.length === 1);
+    expect(Buffer.from(got[0]!).equals(Buffer.from(small))).toBe(true);
+  }, testTimeoutMs);
+});
