@@ -46,13 +46,8 @@ export class PushSender {
   send(peerId: string, bytes: Uint8Array, onDropped?: OnDropped): void {
     const pending: Pending = { frame: encodeFrame(bytes), onDropped };
     if (this.stopped) return this.drop(peerId, pending, 'stopped');
-    const out = this.peers.get(peerId);
-    if (!out) {
-      const fresh: Outbound = { stream: null, queue: [pending] };
-      this.peers.set(peerId, fresh);
-      this.open(peerId, fresh);
-      return;
-    }
+    this.warm(peerId);
+    const out = this.peers.get(peerId) as Outbound;
     if (out.stream && out.queue.length === 0 && !out.stream.writableNeedsDrain) return this.write(peerId, out, pending);
     if (out.queue.length >= PUSH_QUEUE_MAX) return this.drop(peerId, pending, `more than ${PUSH_QUEUE_MAX} frames waiting`);
     out.queue.push(pending);
