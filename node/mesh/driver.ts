@@ -251,7 +251,11 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
       for (let i = 0; i < 64 && this.core.hasReady(); i++) {
         const ready = this.core.ready();
         const nowMs = Date.now();
-        if (ready.persist !== null) this.options.store.save(ready.persist, nowMs);
+        // A committed view is recorded in the same transaction as the state that holds it: one
+        // disk sync, where a view change has every process on a host syncing at the same moment.
+        const committed = ready.actions.flatMap((a) => (a.kind === 'viewCommitted' ? [a.view] : []));
+        if (ready.persist !== null) this.options.store.save(ready.persist, nowMs, committed);
+        else for (const view of committed) this.options.store.recordView(view, nowMs);
         for (const out of ready.messages) {
           if (out.kind === 'gossip') this.publish(out.msg);
           else this.sendDirect(out.to, out.msg);
@@ -334,7 +338,6 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
         return;
       }
       case 'viewCommitted': {
-        this.options.store.recordView(action.view, nowMs);
         this.options.log.info(
           { generation: action.view.generation, epoch: action.view.epoch, mask: this.core.maskHex(), spares: action.view.spares.length },
           'view committed',

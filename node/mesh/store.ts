@@ -24,18 +24,28 @@ export class CoreStore {
     return this.db.select({ meshId: coreState.meshId }).from(coreState).where(eq(coreState.id, 1)).get()?.meshId;
   }
 
-  save(state: PersistentState, nowMs: number): void {
-    this.db
-      .insert(coreState)
-      .values({ id: 1, meshId: this.meshId, state, updatedAtMs: nowMs })
-      .onConflictDoUpdate({ target: coreState.id, set: { meshId: this.meshId, state, updatedAtMs: nowMs } })
-      .run();
+  /**
+   * Saves the core's state and records the views it committed in the same batch, in one
+   * transaction: one disk sync per batch instead of one per write, which matters when a view
+   * change has every process of a host syncing at once.
+   */
+  save(state: PersistentState, nowMs: number, committed: readonly View[] = []): void {
+    this.db.transaction((tx) => {
+      tx.insert(coreState)
+        .values({ id: 1, meshId: this.meshId, state, updatedAtMs: nowMs })
+        .onConflictDoUpdate({ target: coreState.id, set: { meshId: this.meshId, state, updatedAtMs: nowMs } })
+        .run();
+      for (const view of committed) this.insertView(tx, view, nowMs);
+    });
   }
 
   /** Records a committed view; a view already recorded for its (generation, epoch) is kept. */
   recordView(view: View, nowMs: number): void {
-    this.db
-      .insert(viewHistory)
+    this.insertView(this.db, view, nowMs);
+  }
+
+  private insertView(db: Pick<Db, 'insert'>, view: View, nowMs: number): void {
+    db.insert(viewHistory)
       .values({ meshId: this.meshId, generation: view.generation, epoch: view.epoch, view, committedAtMs: nowMs })
       .onConflictDoNothing()
       .run();
