@@ -267,7 +267,7 @@ export class Membership {
         if (this.myReports.get(key)?.reason === 'gone') continue;
       }
       const watch = this.watches.get(key);
-      if (watch?.history.verdict() === 'report' && this.blames(key)) this.report(inc, 'probes');
+      if (watch && this.condemns(watch.history, key)) this.report(inc, 'probes');
       const silent = now - this.silentSince(inc) > cfg.suspectTicks;
       if (probe) {
         // A silence probe is called off when the peer is heard again; a scheduled or
@@ -479,8 +479,20 @@ export class Membership {
     }
     if (!watch) return;
     const verdict = watch.history.verdict();
-    if (verdict === 'report' && this.blames(key)) this.report(inc, 'probes');
+    if (this.condemns(watch.history, key)) this.report(inc, 'probes');
     else if (verdict === 'withdraw' && this.myReports.get(key)?.reason === 'probes') this.myReports.delete(key);
+  }
+
+  /**
+   * Whether this node's probes of the subject `key` make it report the subject now: enough of
+   * the recent ones failed, the latest among them, and the subject is to blame (blames). A
+   * subject that just answered is not reported on older failures: after a spell of loss or
+   * load, histories clear one probe at a time and blames() can turn against a subject whose
+   * window still holds the old failures — in the simulator that removed three healthy members
+   * of five at once, on a calm network, right after they had all answered.
+   */
+  private condemns(history: ProbeHistory, key: string): boolean {
+    return history.verdict() === 'report' && history.lastFailed() && this.blames(key);
   }
 
   /**

@@ -76,6 +76,11 @@ export class ProbeHistory {
     return this.outcomes.filter((ok) => !ok).length;
   }
 
+  /** Whether the most recent probe failed (false before the first probe). */
+  lastFailed(): boolean {
+    return this.outcomes.at(-1) === false;
+  }
+
   /** More than half of the probes recorded so far failed (false before the first probe). */
   mostlyFailing(): boolean {
     return 2 * this.failures() > this.outcomes.length;

@@ -141,6 +141,45 @@ describe('Membership with scheduled probes', () => {
     expect(m.reports()).toEqual([]);
   });
 
+  test('a subject that just answered is not reported on older failures, even once local health clears the observer', () => {
+    const m = new Membership(config);
+    const v = viewOf(5);
+    const heardAll = (now: number, p1Boot: string) => {
+      for (let r = 1; r < 5; r++) m.heard(`p${r}`, now, 1, 1, { ...hb, rememberedRank: r }, r === 1 ? p1Boot : 'b');
+    };
+    // A spell in which every probe fails: the observer blames itself and reports nobody.
+    let now = 0;
+    for (; now < 60; now++) {
+      heardAll(now, 'b');
+      for (const probe of m.detect(v, 'p0', 'b', now)) m.probeResult(v, probe.peer, false, now, false, probe.id);
+    }
+    // The spell ends: each subject answers once; most of every window still failed.
+    const answered = new Set<string>();
+    for (; answered.size < 3; now++) {
+      heardAll(now, 'b');
+      for (const probe of m.detect(v, 'p0', 'b', now)) {
+        answered.add(probe.peer);
+        m.probeResult(v, probe.peer, true, now, false, probe.id);
+      }
+    }
+    expect(m.reports()).toEqual([]);
+    // p1 restarts: its new incarnation is a fresh watch with no failures, so local health no
+    // longer excuses the observer. p2's and p3's windows still hold the spell's failures, but
+    // their latest probes answered, and they keep answering: nobody is reported.
+    const v2: View = { ...v, epoch: v.epoch + 1, ranks: v.ranks.map((h) => (h?.peerId === 'p1' ? { peerId: 'p1', bootId: 'b2' } : h)) };
+    for (const stop = now + 2 * config.probeIntervalTicks; now < stop; now++) {
+      heardAll(now, 'b2');
+      for (const probe of m.detect(v2, 'p0', 'b', now)) m.probeResult(v2, probe.peer, true, now, false, probe.id);
+    }
+    expect(m.reports()).toEqual([]);
+    // A subject that fails again, while the others answer, is reported.
+    for (const stop = now + config.probeWindow * config.probeIntervalTicks; now < stop; now++) {
+      heardAll(now, 'b2');
+      for (const probe of m.detect(v2, 'p0', 'b', now)) m.probeResult(v2, probe.peer, probe.peer !== 'p2', now, false, probe.id);
+    }
+    expect(m.reports()).toEqual([{ peerId: 'p2', bootId: 'b' }]);
+  });
+
   test('a result for a probe no longer in flight is ignored', () => {
     const m = new Membership(config);
     const v = viewOf(5);
