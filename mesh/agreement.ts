@@ -76,6 +76,9 @@ export function freshAcceptor(view: View): AcceptorState {
   return { generation: view.generation, epoch: view.epoch, promised: 0, votedBallot: -1, voted: null };
 }
 
+/** The longest gap between two sends of one fast vote, in retransmit intervals. */
+export const FAST_RESEND_GAP_MAX = 8;
+
 export class Agreement {
   readonly acceptors: ReadonlySet<string>;
   private readonly n: number;
@@ -88,6 +91,9 @@ export class Agreement {
   private startedTick: number | null = null;
   private nextFallbackTick = 0;
   private lastSendTick = -Infinity;
+  /** When a fast vote is sent again next, and the gap after that (see retransmit). */
+  private fastResendTick = 0;
+  private fastResendGap = 0;
   private maxBallotSeen = 0;
   private lastOwnChange: Change | null = null;
   /** Invariant: once true, nothing else happens in this instance (the node installs the next view). */
@@ -130,6 +136,8 @@ export class Agreement {
       this.io.persist();
       this.sendVote(0, this.lastOwnChange);
       this.lastSendTick = now;
+      this.fastResendGap = this.config.retransmitTicks;
+      this.fastResendTick = now + this.fastResendGap;
       this.start(now);
       this.record(this.self, 0, this.lastOwnChange);
       if (this.done) return;
@@ -260,9 +268,20 @@ export class Agreement {
     this.onPrepare(this.self, ballot, now);
   }
 
+  /**
+   * Sends again what this node's part of the round needs. A fast vote is sent again at doubling
+   * gaps, up to FAST_RESEND_GAP_MAX retransmit intervals: it goes to three collectors that every
+   * voter is sending to at once, each copy costs them a read while they count, and when they
+   * cannot decide the classic fallback takes over anyway. Classic messages keep the fixed rate.
+   */
   private retransmit(now: number): void {
     this.lastSendTick = now;
-    if (this.state.votedBallot >= 0 && this.state.voted) this.sendVote(this.state.votedBallot, this.state.voted);
+    if (this.state.votedBallot > 0 && this.state.voted) this.sendVote(this.state.votedBallot, this.state.voted);
+    if (this.state.votedBallot === 0 && this.state.voted && now >= this.fastResendTick) {
+      this.sendVote(0, this.state.voted);
+      this.fastResendGap = Math.min(Math.max(this.fastResendGap, this.config.retransmitTicks) * 2, FAST_RESEND_GAP_MAX * this.config.retransmitTicks);
+      this.fastResendTick = now + this.fastResendGap;
+    }
     const p = this.proposer;
     if (p?.phase === 'prepare') this.io.gossip({ type: 'prepare', ballot: p.ballot });
     if (p?.phase === 'accept' && p.value) this.io.gossip({ type: 'accept', ballot: p.ballot, change: p.value });

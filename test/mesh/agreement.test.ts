@@ -1,6 +1,6 @@
 // Fast Paxos per epoch, driven by hand: fast decisions, and the classic coordinator's choice of value from phase-1 replies.
 import { describe, expect, test } from 'bun:test';
-import { Agreement, type AgreementIo, freshAcceptor } from '../../mesh/agreement.ts';
+import { Agreement, type AgreementIo, FAST_RESEND_GAP_MAX, freshAcceptor } from '../../mesh/agreement.ts';
 import { resolveConfig } from '../../mesh/config.ts';
 import { type Change, firstView } from '../../mesh/view.ts';
 import { BALLOT_RANK_SPAN, type Body } from '../../mesh/wire.ts';
@@ -13,7 +13,7 @@ const X = change('e');
 const Y = change('d');
 const W = change('c');
 
-function setup() {
+function setup(cfg = config) {
   const sent: Body[] = [];
   const decided: Change[] = [];
   let persisted = 0;
@@ -25,7 +25,7 @@ function setup() {
     jitter: () => 0,
     count: () => {},
   };
-  const ag = new Agreement(config, view, 'a', freshAcceptor(view), io);
+  const ag = new Agreement(cfg, view, 'a', freshAcceptor(view), io);
   return { ag, sent, decided, persisted: () => persisted };
 }
 
@@ -38,6 +38,22 @@ describe('Agreement', () => {
     expect(decided).toEqual([]);
     ag.onVote('d', 0, X, 1);
     expect(decided).toEqual([X]);
+  });
+
+  test('a fast vote is sent again at doubling gaps, at most FAST_RESEND_GAP_MAX retransmit intervals apart', () => {
+    // No classic fallback in this test's span: only the fast vote is sent again.
+    const { ag, sent } = setup(resolveConfig({ meshId: 'm', self: 'a', bootId: 'b1', worldSize: 5, seed: 1, fallbackTicks: 1000 }));
+    const at: number[] = [];
+    for (let now = 0; now <= 120; now++) {
+      const before = sent.length;
+      ag.tick(now, X);
+      if (sent.slice(before).some((b) => b.type === 'vote' && b.ballot === 0)) at.push(now);
+    }
+    const r = config.retransmitTicks;
+    const cap = FAST_RESEND_GAP_MAX * r;
+    const expected = [0, r, 3 * r, 7 * r];
+    while (expected.at(-1)! + cap <= 120) expected.push(expected.at(-1)! + cap);
+    expect(at).toEqual(expected);
   });
 
   test('votes from peers that hold no rank are not counted', () => {

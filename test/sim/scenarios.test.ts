@@ -185,8 +185,8 @@ describe('crashes and restarts', () => {
 describe('agreement paths', () => {
   test('simultaneous classic proposals (fast path impossible, no back-off jitter) still decide one view', () => {
     // Scheduled probes off (an interval far beyond the test), so silence alone finds the crash.
-    // (Seed 36: one whose two proposers collide; most seeds let one of them win first.)
-    const f = formed(4, 36, { timing: { fallbackJitterTicks: 0, probeIntervalTicks: 100_000 } });
+    // (Seed 1: one whose proposers collide; about three seeds in four let one of them win first.)
+    const f = formed(4, 1, { timing: { fallbackJitterTicks: 0, probeIntervalTicks: 100_000 } });
     const proposers = new Set<string>();
     f.cluster.onDeliver = (from, _to, msg) => {
       if (msg.body.type === 'prepare') proposers.add(from);
