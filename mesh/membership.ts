@@ -110,6 +110,9 @@ export class Membership {
    * oscillating in and out of the view (Rapid's flip-flop experiment).
    */
   private readonly removals = new Map<string, number>();
+  /** The view and the number of returning incarnations the watches were last rebuilt for (updateWatches). */
+  private watchedView: View | null = null;
+  private watchedReturning = 0;
   /** Tick the current view was committed (silence is measured from no earlier than this). */
   private epochStartTick = 0;
 
@@ -354,6 +357,7 @@ export class Membership {
    * knowledge, so nodes that know the same things propose identical changes (the fast path).
    */
   proposal(view: View, self: HeartbeatFields & { peerId: string; heardSinceTick: number }, closeRequested: boolean, now: number): Change {
+    if (this.proposesNothing(view, self, closeRequested)) return { remove: [], admit: [], addSpares: [], close: false };
     const cfg = this.config;
     const actives = new Set(activePeers(view));
     const counts = this.reportCounts(view, self.peerId);
@@ -445,6 +449,24 @@ export class Membership {
     return { remove, admit, addSpares, close: closeRequested };
   }
 
+  /**
+   * The usual case, tested without the allocations of a full proposal (it runs every tick):
+   * no close asked, no member reports anyone, no free rank beside a waiting spare, and every
+   * peer heard in this epoch, this node included, already recorded in the view. Then the
+   * proposal is empty; when this says false, proposal() works it out in full.
+   */
+  private proposesNothing(view: View, self: { peerId: string; role: Role }, closeRequested: boolean): boolean {
+    if (closeRequested || this.myReports.size > 0) return false;
+    if (view.spares.length > 0 && view.ranks.includes(null)) return false;
+    for (const h of view.ranks) if (h && h.peerId !== self.peerId && (this.peers.get(h.peerId)?.reports.length ?? 0) > 0) return false;
+    if (self.role !== 'gateway' && !recordedIncarnation(view, self.peerId)) return false;
+    for (const info of this.peers.values()) {
+      if (info.role === 'forming' || info.role === 'gateway' || info.generation !== view.generation || info.epoch !== view.epoch) continue;
+      if (!recordedIncarnation(view, info.peerId)) return false;
+    }
+    return true;
+  }
+
   /** The tick since which `inc` counts as silent here (heard, answered a probe, or the epoch began). */
   private silentSince(inc: Incarnation): number {
     const info = this.peers.get(inc.peerId);
@@ -522,6 +544,11 @@ export class Membership {
   private updateWatches(view: View, self: string, now: number): Incarnation[] {
     const cfg = this.config;
     const returning = this.returningIncarnations(view, now);
+    // The watched set follows from the view and the returning incarnations alone: with the
+    // same view and none returning now or at the last rebuild, it is unchanged.
+    if (view === this.watchedView && returning.length === 0 && this.watchedReturning === 0) return returning;
+    this.watchedView = view;
+    this.watchedReturning = returning.length;
     const ring = watchedBy(view, self, cfg.probeObservers);
     const watched = [...ring, ...returning];
     const keys = new Set(watched.map(incarnationKey));
@@ -543,10 +570,11 @@ export class Membership {
   /** Live peers outside the view whose current incarnation was removed from a view before. */
   private returningIncarnations(view: View, now: number): Incarnation[] {
     const out: Incarnation[] = [];
+    if (this.removals.size === 0) return out;
     for (const info of this.peers.values()) {
-      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now) || recordedIncarnation(view, info.peerId)) continue;
+      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now)) continue;
       const inc = { peerId: info.peerId, bootId: info.bootId };
-      if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0) out.push(inc);
+      if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0 && !recordedIncarnation(view, info.peerId)) out.push(inc);
     }
     return out;
   }
