@@ -182,17 +182,15 @@ export function tcpWithSafeAbort(): ReturnType<typeof tcp> {
 
 /**
  * gossipsub's degree parameters derived from D, within its rules: Dlo ≤ D ≤ Dhi, Dout < Dlo and
- * Dout ≤ D/2, Dscore ≤ D. No gossip (IHAVE) at all: Dlazy 0, gossipFactor 0. Every message is
- * flooded by its publisher to every connected peer and relayed by D mesh peers over TCP, and
- * the mesh protocol re-sends what it needs (heartbeats, votes, barrier arrivals, commands)
- * and fetches a view it lags; IHAVE repaired losses that this leaves almost never (in an idle
- * 32-node mesh, 0.1 IWANT a second per node against 13.5 IHAVE sent and 13.5 received), and
- * cost a third of a node's gossip messages and 13 % of its main thread.
+ * Dout ≤ D/2, Dscore ≤ D. Gossip (IHAVE) goes to D peers outside the mesh at each heartbeat:
+ * gossipFactor 0, because gossipsub's default (a quarter of the peers outside the mesh, when
+ * that is more than D) sent IHAVE to 7 peers a topic every heartbeat in a 32-node mesh, a third
+ * of an idle node's messages, to repair losses that flooding over TCP rarely leaves.
  */
 export function meshDegrees(d: number): { D: number; Dlo: number; Dhi: number; Dout: number; Dscore: number; Dlazy: number; gossipFactor: number } {
   if (!Number.isInteger(d) || d < 1) throw new RangeError(`gossip mesh degree must be a positive integer, got ${d}`);
   const Dlo = Math.max(1, d - 1);
-  return { D: d, Dlo, Dhi: d + 2, Dout: Math.min(Dlo - 1, Math.floor(d / 2)), Dscore: Math.max(1, Math.floor(d / 2)), Dlazy: 0, gossipFactor: 0 };
+  return { D: d, Dlo, Dhi: d + 2, Dout: Math.min(Dlo - 1, Math.floor(d / 2)), Dscore: Math.max(1, Math.floor(d / 2)), Dlazy: d, gossipFactor: 0 };
 }
 
 /**
