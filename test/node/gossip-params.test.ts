@@ -49,6 +49,9 @@ describe('meshDegrees', () => {
       expect(p.Dout).toBeLessThan(p.Dlo);
       expect(p.Dout).toBeLessThanOrEqual(p.D / 2);
       expect(p.Dscore).toBeLessThanOrEqual(p.D);
+      // IHAVE to one peer a topic: repair where flooding cannot reach, at a third of the cost.
+      expect(p.Dlazy).toBe(1);
+      expect(p.gossipFactor).toBe(0);
     }
   });
 
