@@ -81,6 +81,8 @@ export class Barriers {
   readonly ranks: readonly number[];
   private readonly rankOf = new Map<string, number>();
   private readonly rounds = new Map<string, Round>();
+  /** Rounds this set has opened so far (a sampler compares it to skip unchanged sets). */
+  private openedCount = 0;
   /** Highest seq this node arrived at, by name (the default next seq follows it). */
   private readonly lastSeq = new Map<string, number>();
   /** Per name, every seq at or below this completed here and was forgotten. */
@@ -180,6 +182,11 @@ export class Barriers {
     }
   }
 
+  /** How many rounds this set has opened (it only grows; forgotten rounds still count). */
+  opened(): number {
+    return this.openedCount;
+  }
+
   /** Open barriers first, then completed ones; each in (name, seq) order. */
   list(): BarrierInfo[] {
     return [...this.rounds.values()]
@@ -199,6 +206,7 @@ export class Barriers {
     if (this.rounds.size >= BARRIERS_PER_EPOCH_MAX) return null;
     round = { name, seq, arrivals: new Map(), mine: null, lastSentTick: -Infinity, done: false, answered: new Map() };
     this.rounds.set(k, round);
+    this.openedCount++;
     return round;
   }
 

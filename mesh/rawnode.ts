@@ -622,6 +622,16 @@ export class RawNode {
     return this.barrierSet?.list() ?? [];
   }
 
+  /**
+   * A key that changes whenever a barrier round opens at this node: the epoch and the count of
+   * rounds its barrier set opened (null without a rank). Cheap, for a sampler that would
+   * otherwise list every barrier at each tick.
+   */
+  barrierKey(): string | null {
+    if (this.barrierSet === null || this.currentView === null) return null;
+    return `${this.currentView.generation}/${this.currentView.epoch}/${this.barrierSet.opened()}`;
+  }
+
   /** Whether a view change is under way (votes seen or a change proposed, not yet decided). */
   pendingChange(): boolean {
     return !!this.agreement?.pending();

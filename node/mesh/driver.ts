@@ -56,6 +56,8 @@ export interface MeshDriverEvents {
   barrierAborted: [aborted: BarrierAborted];
   /** A control round dropped an illegal command (identically at every rank). */
   commandDropped: [dropped: CommandDropped];
+  /** The core ticked and the driver carried out what the tick produced. */
+  tick: [];
 }
 
 /** A lifecycle change as the driver saw it, with wall-clock timing for operators. */
@@ -199,6 +201,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     this.stalls.tick(now);
     this.core.tick();
     this.drain();
+    this.emit('tick');
     if (this.warmDueMs !== null && now >= this.warmDueMs) {
       this.warmDueMs = null;
       this.warmCollectors();

@@ -30,6 +30,7 @@ describe('Barriers', () => {
     expect(done.length).toBe(rounds);
     expect(done.at(-1)!.payloads).toEqual([`a${rounds}`, `c${rounds}`, `d${rounds}`]);
     expect(b.list().length).toBe(COMPLETED_KEPT_PER_NAME);
+    expect(b.opened()).toBe(rounds);
     // A recent round still answers a peer that keeps announcing it; a forgotten one is ignored.
     const before = sent.length;
     expect(b.onArrive('a', 'plan', rounds, `a${rounds}`, rounds + 100)).toBeNull();
@@ -138,6 +139,7 @@ describe('RawNode.arrive', () => {
     expect(() => node.arrive('x', '')).toThrow(/only a rank/);
     expect(() => node.arrive('control', '')).toThrow(/reserved/);
     expect(node.barriers()).toEqual([]);
+    expect(node.barrierKey()).toBeNull();
   });
 
   test('a single-rank mesh completes its barrier at once', () => {
@@ -148,8 +150,14 @@ describe('RawNode.arrive', () => {
       node.ready();
       node.advance();
     }
+    const before = node.barrierKey();
+    expect(before).toBe('1/1/0');
     expect(node.arrive('warm', 'ok')).toBe(1);
     const rd = node.ready();
     expect(rd.actions).toContainEqual({ kind: 'barrierComplete', generation: 1, epoch: 1, name: 'warm', seq: 1, ranks: [0], payloads: ['ok'] });
+    // The sampler's key moves when a round opens, and only then.
+    expect(node.barrierKey()).toBe('1/1/1');
+    node.tick();
+    expect(node.barrierKey()).toBe('1/1/1');
   });
 });
