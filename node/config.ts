@@ -55,7 +55,7 @@ export const settings = {
   logLevel: z.enum(logLevels).default('info').describe('Log level'),
   gossipHeartbeatIntervalMs: z.number().int().min(10).max(60_000).default(700).describe('gossipsub heartbeat interval'),
   peerConnectionsTarget: z.number().int().min(1).max(1024).default(24).describe('Peers learned through peer exchange that a node dials and keeps connected (more connect to it); others are dialled when a request or probe needs them and reached by gossip relays. Meshes up to this size + 1 are fully connected'),
-  gossipMeshDegree: z.number().int().min(1).max(12).default(3).describe('gossipsub mesh degree D: peers each message is relayed to besides the publisher\'s own sends to every peer (more: sturdier against lossy links, more duplicate copies per message)'),
+  gossipMeshDegree: z.number().int().min(1).max(12).default(1).describe('gossipsub mesh degree D: peers each message is relayed to besides the publisher\'s own sends to every peer (more: sturdier against lossy links, more duplicate copies per message)'),
   ipColocationFactorWeight: z.number().max(0).default(0).describe('gossipsub IP-colocation penalty weight (0: off, right for hosts sharing an address)'),
   requestTimeoutMs: z.number().int().min(1).default(5000).describe('Default timeout of a direct request to one peer'),
   requestBytesMax: z.number().int().min(1).max(64 * 1024 * 1024).default(1024 * 1024).describe('Largest direct request or response, in bytes'),
