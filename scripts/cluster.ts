@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadOrCreateIdentity } from '../node/identity.ts';
 import { loadOrCreateSecret, newSwarmKey } from '../node/secrets.ts';
+import { colocatedEnv } from './lib/colocated-env.ts';
 import { pipeLines } from './lib/log-lines.ts';
 import { isPortFree } from './lib/ports.ts';
 
@@ -69,7 +70,7 @@ const worldSize = options.worldSize ?? options.nodes;
 
 function spawnNode(plan: NodePlan): ClusterNode {
   const env = {
-    ...process.env,
+    ...colocatedEnv(process.env),
     RANKMESH_DATA_DIR: plan.dataDir,
     RANKMESH_HTTP_ADDR: `127.0.0.1:${plan.httpPort}`,
     RANKMESH_LISTEN: `/ip4/127.0.0.1/tcp/${plan.p2pPort}`,

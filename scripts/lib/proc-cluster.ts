@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadOrCreateIdentity } from '../../node/identity.ts';
 import { loadOrCreateSecret, newSwarmKey } from '../../node/secrets.ts';
+import { colocatedEnv } from './colocated-env.ts';
 import { freePort } from './ports.ts';
 
 const mainPath = resolve(import.meta.dir, '../../node/main.ts');
@@ -67,7 +68,7 @@ export class ProcCluster {
   /** Starts (or starts again, same identity and data) the node's process. */
   spawn(node: ProcNode): void {
     const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
+      ...(colocatedEnv(process.env) as Record<string, string>),
       RANKMESH_DATA_DIR: node.dataDir,
       RANKMESH_HTTP_ADDR: node.httpUrl.replace('http://', ''),
       RANKMESH_LISTEN: `/ip4/127.0.0.1/tcp/${this.p2pPorts.get(node.name)}`,

@@ -1,7 +1,10 @@
-// Covers scripts/cluster.ts: two nodes that see each other, RANKMESH_TOKEN passed to every
-// node, and no node outliving the script even when it is killed with SIGKILL.
+// Covers scripts/cluster.ts: two nodes that see each other, RANKMESH_TOKEN and the co-located
+// allocator setting passed to every node, and no node outliving the script even when it is
+// killed with SIGKILL.
 import { afterAll, describe, expect, test } from 'bun:test';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { colocatedEnv } from '../../scripts/lib/colocated-env.ts';
 import { freePort, isPortFree } from '../../scripts/lib/ports.ts';
 import { processAlive as alive, repoRoot, tempDir, waitFor } from './helpers.ts';
 
@@ -24,9 +27,11 @@ describe('cluster script', () => {
   test('starts connected nodes with the shared token; its nodes die with it', async () => {
     const httpPort = await freeRun(4);
     const p2pPort = httpPort + 2;
+    const env: Record<string, string | undefined> = { ...process.env, RANKMESH_TOKEN: 'cluster-secret' };
+    delete env.MIMALLOC_PURGE_DELAY;
     const script = Bun.spawn(
       [process.execPath, join(repoRoot, 'scripts/cluster.ts'), '--nodes', '2', '--dir', dir.path, '--http-port', String(httpPort), '--p2p-port', String(p2pPort)],
-      { cwd: repoRoot, env: { ...process.env, RANKMESH_TOKEN: 'cluster-secret' }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
+      { cwd: repoRoot, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
     );
     let output = '';
     const reading = (async () => {
@@ -36,6 +41,9 @@ describe('cluster script', () => {
       await waitFor('both nodes connected', () => output.includes('cluster: 2 nodes up and connected'), 20_000);
       const pids = [...output.matchAll(/^node-\d+ {2}http:\/\/127\.0\.0\.1:(\d+) {2}pid (\d+)/gm)].map((m) => Number(m[2]));
       expect(pids.length).toBe(2);
+      if (existsSync('/proc/self/environ')) {
+        for (const pid of pids) expect(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')).toContain('MIMALLOC_PURGE_DELAY=-1');
+      }
       const url = `http://127.0.0.1:${httpPort}`;
       const guarded = await fetch(`${url}/v1/anything`, { method: 'POST', headers: { authorization: 'Bearer cluster-secret' } });
       expect(guarded.status).toBe(404);
@@ -49,4 +57,11 @@ describe('cluster script', () => {
       await reading.catch(() => undefined);
     }
   }, 40_000);
+});
+
+describe('colocatedEnv', () => {
+  test('fills in the co-located defaults and keeps what the environment already sets', () => {
+    expect(colocatedEnv({ PATH: '/bin' })).toEqual({ PATH: '/bin', MIMALLOC_PURGE_DELAY: '-1' });
+    expect(colocatedEnv({ MIMALLOC_PURGE_DELAY: '10' }).MIMALLOC_PURGE_DELAY).toBe('10');
+  });
 });
