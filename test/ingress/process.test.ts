@@ -83,13 +83,15 @@ beforeAll(async () => {
   await waitFor('three ranks serving and the gateway following the view', fullyServing, 40_000);
 }, 60_000);
 
+// A node may take several seconds to stop once its peers are gone (rank-0 took 6.2 s), so the
+// hook waits past its own 10 s SIGKILL fallback rather than bun's default 5 s.
 afterAll(async () => {
   for (const node of nodes) node.proc?.process.kill('SIGTERM');
   const killer = setTimeout(() => nodes.forEach((n) => n.proc?.process.kill('SIGKILL')), 10_000);
   await Promise.all(nodes.map((n) => n.proc?.process.exited));
   clearTimeout(killer);
   dir.remove();
-});
+}, 20_000);
 
 test('1,000 requests over every entry point, a rank process killed (SIGKILL) and restarted: each completes once with the single-rank output', async () => {
   const total = 1000;
