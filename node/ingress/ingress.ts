@@ -123,8 +123,12 @@ export class Ingress {
   private state: IngressStatus = { code: 'stopped' };
   /** Every accepted, unfinished request. Invariant: each is in exactly one of held, a slot's queue, a slot's inflight. */
   private readonly tracked = new Map<string, Tracked>();
-  /** Finished requests whose outcome is not committed yet, as GET shows them meanwhile. */
-  private readonly finishing = new Map<string, RequestView>();
+  /**
+   * Finished requests whose outcome is not committed yet, with the view GET shows meanwhile:
+   * the request as it was before it finished. A crash before the commit runs it again, so an
+   * outcome not yet stored must not reach a client.
+   */
+  private readonly finishing = new Map<string, { readonly pending: RequestView; readonly t: Tracked }>();
   /** Requests with no rank yet, oldest (and re-dispatched) first. */
   private held: Tracked[] = [];
   /** One per rank incarnation of the current view that was routed to. */
@@ -254,14 +258,15 @@ export class Ingress {
     const t = this.tracked.get(id);
     if (t !== undefined) return this.viewOf(t);
     const finishing = this.finishing.get(id);
-    if (finishing !== undefined) return finishing;
+    if (finishing !== undefined) return finishing.pending;
     const row = this.options.store.get(id);
     return row === undefined ? undefined : this.viewOfStored(row);
   }
 
   /** Resolves once the request finished or `timeoutMs` passed, with the request as it stands then. */
   wait(id: string, timeoutMs: number): Promise<RequestView | undefined> {
-    const t = this.tracked.get(id);
+    // A request whose outcome is being committed is waited for like an unfinished one.
+    const t = this.tracked.get(id) ?? this.finishing.get(id)?.t;
     if (t === undefined) return Promise.resolve(this.get(id));
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -672,10 +677,13 @@ export class Ingress {
     if (this.tracked.get(t.id) !== t) return;
     const nowMs = Date.now();
     const view = this.viewOfFinished(t, outcome, nowMs);
-    // Until the outcome is committed, GET answers from memory.
-    this.finishing.set(t.id, view);
+    // Until the outcome is committed, GET shows the request as it stood (queued or running) and
+    // waiters wait on: a client told "done" by a node killed before the commit would see the
+    // request run again, on another rank, after the restart.
+    const entry = { pending: this.viewOf(t), t };
+    this.finishing.set(t.id, entry);
     const answer = (): void => {
-      if (this.finishing.get(t.id) === view) this.finishing.delete(t.id);
+      if (this.finishing.get(t.id) === entry) this.finishing.delete(t.id);
       for (const w of t.waiters) w(view);
       t.waiters.length = 0;
     };

@@ -182,4 +182,26 @@ describe('Ingress routing', () => {
     for (const id of ids) expect(ingress.get(id)!.status).toBe('done');
     expect(ingress.get(onRank2.req.id)).toMatchObject({ output: [5], attempts: 2 });
   });
+
+  test('an outcome is shown only once it is stored: until the commit, GET sees it unfinished and waiters wait', async () => {
+    start({ ingressRankQueueCapacity: 2, ingressRankConcurrency: 1 });
+    const { request } = await ingress.accept({ input: [1] });
+    await settle();
+    const call = calls[0]!;
+    done(call, [7]);
+    // The reply is handled in microtasks; the store's group commit waits for the end of the turn.
+    for (let i = 0; i < 50 && ingress.load().inflight > 0; i++) await Promise.resolve();
+    expect(ingress.load().inflight).toBe(0);
+    const stored = (): string | undefined => new IngressStore(storage.db, 1000).get(request.id)?.status;
+    expect(stored()).toBe('queued');
+    // A node killed now would run the request again after its restart: no client may see "done" yet.
+    const meanwhile = ingress.get(request.id)!;
+    expect(['queued', 'running']).toContain(meanwhile.status);
+    expect(meanwhile).not.toHaveProperty('output');
+    const waited = ingress.wait(request.id, 5_000);
+    await settle();
+    expect(await waited).toMatchObject({ status: 'done', output: [7] });
+    expect(ingress.get(request.id)).toMatchObject({ status: 'done', output: [7] });
+    expect(stored()).toBe('done');
+  });
 });
