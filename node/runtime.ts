@@ -368,7 +368,7 @@ export class Runtime {
       join: rank === undefined ? undefined : () => ({ phase: rank.joinPhase(), rank: rank.rankStatus().rank, warmUp: rank.warmUpProgress() }),
     };
     const driver = this.driverRef;
-    metrics.attach({ driver, rank: this.rankRef, ingress, transport });
+    metrics.attach({ driver, rank: this.rankRef, ingress });
     this.stopping = new AbortController();
     const app = createApp({
       info,

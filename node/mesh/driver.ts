@@ -56,8 +56,8 @@ export interface MeshDriverEvents {
   barrierAborted: [aborted: BarrierAborted];
   /** A control round dropped an illegal command (identically at every rank). */
   commandDropped: [dropped: CommandDropped];
-  /** The core ticked and the driver carried out what the tick produced. */
-  tick: [];
+  /** The core took an input (a tick, a message, a local call) and the driver carried out what it produced. */
+  stepped: [];
 }
 
 /** A lifecycle change as the driver saw it, with wall-clock timing for operators. */
@@ -201,7 +201,6 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     this.stalls.tick(now);
     this.core.tick();
     this.drain();
-    this.emit('tick');
     if (this.warmDueMs !== null && now >= this.warmDueMs) {
       this.warmDueMs = null;
       this.warmCollectors();
@@ -269,6 +268,7 @@ export class MeshDriver extends EventEmitter<MeshDriverEvents> {
     } finally {
       this.draining = false;
     }
+    this.emit('stepped');
   }
 
   private publish(msg: Message): void {

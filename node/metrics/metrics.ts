@@ -8,8 +8,7 @@
 // that way) and once per tick.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { IterationStats } from '../engine/loop.ts';
-import { CORE_CHANNEL, type LifecycleAction, type MeshDriver } from '../mesh/driver.ts';
-import type { Transport } from '../p2p/transport.ts';
+import type { LifecycleAction, MeshDriver } from '../mesh/driver.ts';
 import type { RankStatus } from '../rank/host.ts';
 import type { BarrierResult } from '../../mesh/rawnode.ts';
 
@@ -23,11 +22,6 @@ export interface MetricsSources {
     readonly counters: object;
     load(): { held: number; queued: number; inflight: number };
   };
-  /**
-   * The node's transport: the barrier sampler also runs after each core gossip message, which
-   * is how peers' arrivals come, so a round that opens and completes within a tick is timed.
-   */
-  readonly transport?: Pick<Transport, 'subscribe'>;
 }
 
 export type CollectiveOp = 'allReduce' | 'broadcast' | 'allGather' | 'barrier';
@@ -55,15 +49,17 @@ export class NodeMetrics {
   private readonly collectiveBytes: Counter<'op'>;
   private readonly collectiveSeconds: Histogram<'op'>;
   private sources: MetricsSources | undefined;
-  private unsubscribe: (() => void) | undefined;
   /** When this node first saw each open barrier (key generation/epoch/name/seq), wall-clock ms. */
   private readonly openBarriers = new Map<string, number>();
   private lastTransitionMs: number | null = null;
   private readonly onView = (): void => this.viewChanges.inc();
   private readonly onLifecycle = (change: LifecycleAction, atMs: number): void => this.observeTransition(change, atMs);
   private readonly onBarrier = (result: BarrierResult): void => this.observeBarrier(result);
-  /** The barrier sampler runs at every protocol tick, in the driver's tick callback. */
-  private readonly onTick = (): void => this.sampleBarriers();
+  /**
+   * The barrier sampler runs each time the driver has stepped the core (a tick, a peer's
+   * message, a local arrival), so a round that opens and completes within a tick is timed.
+   */
+  private readonly onStepped = (): void => this.sampleBarriers();
   /** The core's barrierKey() at the last sample: no round opened since when it is unchanged. */
   private sampledKey: string | null = null;
 
@@ -171,22 +167,17 @@ export class NodeMetrics {
     sources.driver.on('view', this.onView);
     sources.driver.on('lifecycle', this.onLifecycle);
     sources.driver.on('barrier', this.onBarrier);
-    sources.driver.on('tick', this.onTick);
-    // Handlers run in subscription order: the driver's (subscribed at its start) has stepped
-    // the core with the message by the time this one looks.
-    this.unsubscribe = sources.transport?.subscribe(CORE_CHANNEL, () => this.sampleBarriers());
+    sources.driver.on('stepped', this.onStepped);
   }
 
   /** Stops listening and sampling; the figures so far stay readable. Idempotent. */
   detach(): void {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
     const s = this.sources;
     if (s === undefined) return;
     s.driver.off('view', this.onView);
     s.driver.off('lifecycle', this.onLifecycle);
     s.driver.off('barrier', this.onBarrier);
-    s.driver.off('tick', this.onTick);
+    s.driver.off('stepped', this.onStepped);
     this.openBarriers.clear();
     this.sampledKey = null;
   }
