@@ -383,17 +383,26 @@ export function comparePlans(a: Pick<AgreedPlan, 'generation' | 'epoch' | 'seq'>
 /**
  * When a rank arrives at the next plan round. Plan rounds of one epoch run one after
  * another (seq 1, 2, …): a rank arrives at seq n + 1 only once seq n completed here, which is
- * what serialises resizes. It arrives when its epoch has had no round yet (a committed view
- * changes the ranks), when another rank already started the next round, when its own book
- * holds demand for a pipeline the plan gives no rank or a rank serves a pipeline without
- * work while others have some (at once: those are urgent), or when its book says the plan is far from the demand (rebalanceWanted at
+ * what serialises resizes. It arrives when another rank already started the next round, when
+ * its own book holds demand for a pipeline the plan gives no rank or a rank serves a pipeline
+ * without work while others have some (at once: those are urgent), when its epoch has had no
+ * round yet (a committed view changes the ranks) and `settleTicks` passed since this node took
+ * the view, or when its book says the plan is far from the demand (rebalanceWanted at
  * `triggerPoints`) in a way the planner would change, at least `minIntervalTicks` after its
  * last round completed. Time is in the driver's units.
+ *
+ * The settle wait is for the members still deciding the view: the survivors of a view change
+ * commit it up to about a second apart on a loaded host, and a round's all-to-all arrivals sent
+ * meanwhile reach them as messages of an epoch they do not hold yet, costing each of them a
+ * read (and a view request) while it waits for the decision. The last plan stays in force
+ * meanwhile: ranks keep their numbers across a view change.
  */
 export class PlanRounds {
   private generation = -1;
   private epoch = -1;
   private rank = -1;
+  /** When this node took the current view (setView with a new view). */
+  private viewSince = -Infinity;
   private arrivedSeq = 0;
   private completedSeq = 0;
   private lastCompletedTick = -Infinity;
@@ -403,15 +412,17 @@ export class PlanRounds {
 
   constructor(
     private readonly minIntervalTicks: number,
+    private readonly settleTicks = 0,
     private readonly triggerPoints = REBALANCE_TRIGGER_POINTS,
   ) {}
 
-  /** The current view as this node holds it; rank -1 when it holds none. */
-  setView(generation: number, epoch: number, rank: number): void {
+  /** The current view as this node holds it at `now`; rank -1 when it holds none. */
+  setView(generation: number, epoch: number, rank: number, now: number): void {
     if (generation === this.generation && epoch === this.epoch && rank === this.rank) return;
     this.generation = generation;
     this.epoch = epoch;
     this.rank = rank;
+    this.viewSince = now;
     this.arrivedSeq = 0;
     this.completedSeq = 0;
   }
@@ -435,12 +446,23 @@ export class PlanRounds {
   next(now: number, ranks: readonly number[], demand: readonly PipelineDemand[], peerStarted: (seq: number) => boolean): number | null {
     if (this.rank < 0 || this.arrivedSeq > this.completedSeq) return null;
     const seq = this.arrivedSeq + 1;
-    const fresh = this.completedSeq === 0;
     // A pipeline with demand and no rank, or a rank idle while others have work, is urgent:
-    // its round is not rate-limited (each such round removes its cause).
-    const wanted = !fresh && (this.urgent(ranks, demand) || (now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand)));
-    if (!(fresh || peerStarted(seq) || wanted)) return null;
+    // its round is neither rate-limited nor settled (each such round removes its cause).
+    const wanted =
+      this.completedSeq === 0
+        ? now - this.viewSince >= this.settleTicks || this.urgent(ranks, demand)
+        : this.urgent(ranks, demand) || (now - this.lastCompletedTick >= this.minIntervalTicks && this.rebalance(ranks, demand));
+    if (!(wanted || peerStarted(seq))) return null;
     return seq;
+  }
+
+  /**
+   * When the view's first round comes due by the settle wait alone, if this node holds a rank
+   * and has not yet arrived at it; null otherwise. A driver that checks next() only on events
+   * checks again then.
+   */
+  settlesAt(): number | null {
+    return this.rank >= 0 && this.arrivedSeq === 0 && this.completedSeq === 0 ? this.viewSince + this.settleTicks : null;
   }
 
   /** This node arrived at `seq` (call after the barrier accepted the arrival). */

@@ -318,6 +318,7 @@ export class Runtime {
       // which may start only planRoundIntervalMs after the last.
       pollMs: Math.max(config.tickMs, config.planRoundIntervalMs),
       roundIntervalMs: config.planRoundIntervalMs,
+      settleMs: config.planSettleMs,
       syncIntervalMs: gossip.demandSyncIntervalMs,
       requestTimeoutMs: config.requestTimeoutMs,
     });

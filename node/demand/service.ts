@@ -64,6 +64,8 @@ export interface DemandServiceOptions {
   pollMs: number;
   /** Least time between two plan rounds started for a rebalance. */
   roundIntervalMs: number;
+  /** Wait after taking a view before its first plan round, unless one is urgent or a peer started it (PlanRounds). */
+  settleMs: number;
   /** Interval between summaries (book digest and plan round) gossiped for anti-entropy. */
   syncIntervalMs: number;
   /** Budget of one pull from a peer. */
@@ -111,6 +113,8 @@ export class DemandService {
   private readonly store: DemandStore;
   private readonly tag: string;
   private state: ServiceStatus = { code: 'stopped' };
+  /** Wakes the service when a new view's first plan round comes due by its settle wait (PlanRounds.settlesAt). */
+  private settleTimer: { at: number; timer: ReturnType<typeof setTimeout> } | null = null;
   private handlerRegistered = false;
   /** When the next repeated summary is due (also sent at once when the records change). */
   private nextSummaryMs = -Infinity;
@@ -121,7 +125,7 @@ export class DemandService {
 
   constructor(private readonly options: DemandServiceOptions) {
     this.store = new DemandStore(options.db, options.meshId);
-    this.rounds = new PlanRounds(options.roundIntervalMs);
+    this.rounds = new PlanRounds(options.roundIntervalMs, options.settleMs);
     this.tag = options.peerId.slice(-12);
     this.plans = new PlanState((rank) => {
       const view = options.driver.core.view();
@@ -156,6 +160,8 @@ export class DemandService {
   stop(): void {
     if (this.state.code !== 'started') return;
     clearInterval(this.state.timer);
+    if (this.settleTimer) clearTimeout(this.settleTimer.timer);
+    this.settleTimer = null;
     this.state.unsubscribe();
     this.options.driver.off('barrier', this.onBarrier);
     this.options.driver.off('barrierAborted', this.poke);
@@ -278,10 +284,23 @@ export class DemandService {
     const view = core.view();
     if (view !== null && !view.closed) {
       const rank = core.rank();
-      this.rounds.setView(view.generation, view.epoch, rank);
+      this.rounds.setView(view.generation, view.epoch, rank, nowMs);
       if (rank >= 0) this.maybeArrive(nowMs, view.generation, view.epoch, view.ranks.flatMap((h, r) => (h ? [r] : [])));
+      this.wakeAtSettle(nowMs);
     }
     if (nowMs >= this.nextSummaryMs) this.gossipSummary(nowMs);
+  }
+
+  /** The poll may come later than a new view's settle wait ends: a timer checks then. */
+  private wakeAtSettle(nowMs: number): void {
+    const at = this.rounds.settlesAt();
+    if (at === null || at <= nowMs || this.settleTimer?.at === at) return;
+    if (this.settleTimer) clearTimeout(this.settleTimer.timer);
+    const timer = setTimeout(() => {
+      this.settleTimer = null;
+      this.poll();
+    }, at - nowMs);
+    this.settleTimer = { at, timer };
   }
 
   private maybeArrive(nowMs: number, generation: number, epoch: number, ranks: number[]): void {

@@ -316,7 +316,7 @@ async function demandHarness(via: 'gossip' | 'pull'): Promise<Harness> {
       throw new Error('a spare arrives at no plan round');
     },
   } as unknown as DemandDriver;
-  const service = new DemandService({ meshId, peerId: 'self-peer-id', db: storage.db, transport, driver, log: pino({ level: 'silent' }), pollMs: 3_600_000, roundIntervalMs: 3_600_000, syncIntervalMs: 3_600_000, requestTimeoutMs: 1000 });
+  const service = new DemandService({ meshId, peerId: 'self-peer-id', db: storage.db, transport, driver, log: pino({ level: 'silent' }), pollMs: 3_600_000, roundIntervalMs: 3_600_000, settleMs: 0, syncIntervalMs: 3_600_000, requestTimeoutMs: 1000 });
   await service.start();
   const rejectedTotal = () => Object.values(service.counters.rejected).reduce((a, b) => a + b, 0);
   const summary = (digest: string) => encodeDemandMessage({ type: 'summary', meshId, digest, records: 1, plan: null });

@@ -171,7 +171,7 @@ describe('PlanRounds', () => {
   test('a new epoch runs round 1 at once; the next round waits for the previous one; rebalance is rate-limited', () => {
     const r = new PlanRounds(10);
     expect(r.next(0, [0, 1], demand, () => false)).toBeNull(); // no view yet
-    r.setView(1, 1, 0);
+    r.setView(1, 1, 0, 0);
     expect(r.next(0, [0, 1], demand, () => false)).toBe(1);
     r.arrived(1);
     expect(r.next(1, [0, 1], demand, () => true)).toBeNull(); // round 1 still open here
@@ -190,9 +190,43 @@ describe('PlanRounds', () => {
     expect(r.next(5, [0, 1], more, () => false)).toBe(2);
   });
 
+  test('a new view waits settleTicks for its first round unless a pipeline starves or a peer started it', () => {
+    const idle = [{ pipeline: 'a', remaining: 0, priority: 0 }];
+    const r = new PlanRounds(10, 20);
+    expect(r.settlesAt()).toBeNull(); // no view
+    r.setView(1, 1, 0, 100);
+    expect(r.settlesAt()).toBe(120);
+    expect(r.next(100, [0, 1], idle, () => false)).toBeNull();
+    expect(r.next(119, [0, 1], idle, () => false)).toBeNull();
+    expect(r.next(110, [0, 1], idle, (seq) => seq === 1)).toBe(1); // another rank started it
+    expect(r.next(120, [0, 1], idle, () => false)).toBe(1);
+    // Taking the same view again does not restart the wait; a new epoch does.
+    r.setView(1, 1, 0, 150);
+    expect(r.next(120, [0, 1], idle, () => false)).toBe(1);
+    r.setView(1, 2, 0, 150);
+    expect(r.next(160, [0, 1], idle, () => false)).toBeNull();
+    // Pipeline a has work and no rank in the last plan (there is none): the round is urgent.
+    expect(r.next(160, [0, 1], demand, () => false)).toBe(1);
+    // The plan gives rank 0 to a and rank 1 to b. A view that keeps both ranks waits; one in
+    // which rank 1 left (rank 2 joined) leaves b without a rank, so its round starts at once.
+    const both = [...demand, { pipeline: 'b', remaining: 10, priority: 0 }];
+    const p = encodePlanPayload(null, both, 'd');
+    r.arrived(1);
+    expect(r.settlesAt()).toBeNull(); // arrived: the wait is over
+    expect(r.completed(170, result(1, [p, p], 2))?.assignment).toEqual([
+      [0, 'a'],
+      [1, 'b'],
+    ]);
+    r.setView(1, 3, 0, 200);
+    expect(r.next(200, [0, 1], both, () => false)).toBeNull();
+    expect(r.next(220, [0, 1], both, () => false)).toBe(1);
+    r.setView(1, 4, 0, 300);
+    expect(r.next(300, [0, 2], both, () => false)).toBe(1);
+  });
+
   test('a gap the planner cannot close (rounding) starts no round; drift it can close does, rate-limited', () => {
     const r = new PlanRounds(10);
-    r.setView(1, 1, 0);
+    r.setView(1, 1, 0, 0);
     r.arrived(1);
     const even = [
       { pipeline: 'a', remaining: 10, priority: 0 },
@@ -211,7 +245,7 @@ describe('PlanRounds', () => {
 
   test('a rank left serving a finished pipeline while another has work, or the last demand ending, starts a round at once', () => {
     const r = new PlanRounds(1000);
-    r.setView(1, 1, 0);
+    r.setView(1, 1, 0, 0);
     r.arrived(1);
     const both = [
       { pipeline: 'a', remaining: 10, priority: 0 },
@@ -227,7 +261,7 @@ describe('PlanRounds', () => {
 
   test('results of another barrier or another epoch are not plans; a node without a rank runs no rounds but adopts newer plans', () => {
     const r = new PlanRounds(0);
-    r.setView(1, 2, -1);
+    r.setView(1, 2, -1, 0);
     expect(r.next(0, [0], demand, () => true)).toBeNull();
     expect(r.completed(0, { ...result(1, ['x']), name: 'other' })).toBeNull();
     expect(r.completed(0, result(1, ['x'], 1))).toBeNull();

@@ -17,6 +17,8 @@ const PLAN_ROUNDS_STARVED_MAX = 2;
 const PLAN_SETTLE_TICKS_MAX = 150;
 /** Ticks between progress-triggered rounds (the node's planRoundIntervalMs, in ticks). */
 const MIN_INTERVAL_TICKS = 3;
+/** Ticks a new view waits before its first plan round unless one is urgent (the node's planSettleMs, in ticks). */
+const SETTLE_TICKS = 20;
 
 interface PlanNode {
   book: DemandBook;
@@ -61,7 +63,7 @@ function runPlanSeed(seed: number): RunOutcome {
     if (!n.core) return null;
     let pn = nodes.get(peer);
     if (!pn || pn.bootId !== n.bootId) {
-      pn = { book: books.get(peer)!, rounds: new PlanRounds(MIN_INTERVAL_TICKS), bootId: n.bootId };
+      pn = { book: books.get(peer)!, rounds: new PlanRounds(MIN_INTERVAL_TICKS, SETTLE_TICKS), bootId: n.bootId };
       nodes.set(peer, pn);
     }
     return pn;
@@ -117,7 +119,7 @@ function runPlanSeed(seed: number): RunOutcome {
       const pn = nodeOf(n.peerId)!;
       const view = core.view();
       if (!view || view.closed) continue;
-      pn.rounds.setView(view.generation, view.epoch, core.rank());
+      pn.rounds.setView(view.generation, view.epoch, core.rank(), tick);
       const ranks = view.ranks.flatMap((h, r) => (h ? [r] : []));
       const barriers = core.barriers();
       const seq = pn.rounds.next(tick, ranks, pn.book.pipelineDemand(), (s) => barriers.some((b) => b.name === PLAN_BARRIER && b.seq === s && !b.mine));
