@@ -18,6 +18,16 @@ import { everyJittered } from '../timers.ts';
 /** Gossip channel of the rank reports. */
 export const AWAKE_CHANNEL = 'awake';
 
+/**
+ * A report that this rank stopped serving is sent this long after the change, unless another
+ * report replaces it first; one that it serves is sent at once (callers wait for it). When a
+ * rank dies, every rank of its group loses its communicator while the survivors are still
+ * deciding the view, and a report from each of them to every node at that moment would slow
+ * the decision. A caller learns of a lost rank by its requests waiting in that rank's queue
+ * meanwhile, which the rank keeps and serves once its group is rebuilt.
+ */
+export const AWAKE_DOWN_DELAY_MS = 1000;
+
 /** Largest report accepted, in bytes. */
 export const AWAKE_REPORT_BYTES_MAX = 1000;
 
@@ -46,6 +56,8 @@ export interface AwakeBoardOptions {
   readonly transport: Pick<Transport, 'publish' | 'subscribe'>;
   /** Each report is sent again this often. */
   readonly intervalMs: number;
+  /** Delay of a report that stopped serving (default AWAKE_DOWN_DELAY_MS). */
+  readonly downDelayMs?: number;
   readonly log: Logger;
 }
 
@@ -62,6 +74,8 @@ export class AwakeBoard extends EventEmitter<AwakeBoardEvents> {
   /** Tells this process's reports from an earlier one's (whose seq may be higher). */
   private readonly bootId = randomInt(2 ** 31);
   private timer: { stop(): void } | undefined;
+  /** The pending send of a report that stopped serving (see AWAKE_DOWN_DELAY_MS). */
+  private down: ReturnType<typeof setTimeout> | undefined;
   private unsubscribe: (() => void) | undefined;
   /** Reports refused (malformed, another mesh) or out of date. */
   readonly ignored = { malformed: 0, stale: 0 };
@@ -79,18 +93,22 @@ export class AwakeBoard extends EventEmitter<AwakeBoardEvents> {
   stop(): void {
     this.timer?.stop();
     this.timer = undefined;
+    clearTimeout(this.down);
+    this.down = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
   }
 
-  /** This node's own report (null: it holds no rank); sent now when it changed. */
+  /** This node's own report (null: it holds no rank); sent when it changed (see AWAKE_DOWN_DELAY_MS). */
   report(report: AwakeReport | null): void {
     if (JSON.stringify(report) === JSON.stringify(this.local)) return;
     this.local = report;
     if (report === null) this.reports.delete(this.options.peerId);
     else this.reports.set(this.options.peerId, { bootId: this.bootId, seq: ++this.seq, report });
     this.emit('change');
-    this.publish();
+    if (report === null || report.serving) return this.publish();
+    if (this.down !== undefined || this.timer === undefined) return;
+    this.down = setTimeout(() => this.publish(), this.options.downDelayMs ?? AWAKE_DOWN_DELAY_MS);
   }
 
   /**
@@ -108,6 +126,8 @@ export class AwakeBoard extends EventEmitter<AwakeBoardEvents> {
   }
 
   private publish(): void {
+    clearTimeout(this.down);
+    this.down = undefined;
     const local = this.local;
     if (local === null || this.timer === undefined) return;
     const held = this.reports.get(this.options.peerId);

@@ -13,6 +13,15 @@ import { everyJittered } from '../timers.ts';
 /** Gossip channel of the data-plane claims. */
 export const DATAPLANE_CHANNEL = 'dataplane';
 
+/**
+ * A view's first build (attempt 0), or having none, is announced this long after it starts
+ * rather than at once: peers assume attempt 0 anyway (only a later attempt makes them join
+ * it), and at a view change every rank starts one while the slowest survivors are still
+ * deciding the view, which these announcements would delay (one gossip message per rank to
+ * every node). The address itself has not changed.
+ */
+export const FIRST_BUILD_ANNOUNCE_DELAY_MS = 1000;
+
 /** Attempts per epoch that the epoch key can tell apart (see host.ts). */
 export const BUILD_ATTEMPTS_MAX = 1000;
 
@@ -34,6 +43,8 @@ export interface DirectoryOptions {
   readonly self: Incarnation & DataPlaneAddress;
   readonly announceIntervalMs: number;
   readonly log: Logger;
+  /** Delay of a first build's announcement (default FIRST_BUILD_ANNOUNCE_DELAY_MS, at most announceIntervalMs). */
+  readonly firstBuildDelayMs?: number;
   /** Claims kept, at most (the oldest received goes first). Default 4096. */
   readonly entriesMax?: number;
   /** Called with each newer claim from a peer: where it listens and the build it attempts. */
@@ -52,6 +63,8 @@ export class DataPlaneDirectory {
   private build: BuildAttempt | null = null;
   private timer: { stop(): void } | undefined;
   private soon: ReturnType<typeof setTimeout> | undefined;
+  /** The pending announcement of a first build (see FIRST_BUILD_ANNOUNCE_DELAY_MS). */
+  private deferred: ReturnType<typeof setTimeout> | undefined;
   private unsubscribe: (() => void) | undefined;
   private offPeer: (() => void) | undefined;
 
@@ -78,8 +91,10 @@ export class DataPlaneDirectory {
   stop(): void {
     this.timer?.stop();
     clearTimeout(this.soon);
+    clearTimeout(this.deferred);
     this.timer = undefined;
     this.soon = undefined;
+    this.deferred = undefined;
     this.unsubscribe?.();
     this.offPeer?.();
     this.unsubscribe = undefined;
@@ -98,10 +113,18 @@ export class DataPlaneDirectory {
     return this.entries.get(keyOf(inc))?.build ?? null;
   }
 
-  /** Records the build this node attempts and announces it now. */
+  /**
+   * Records the build this node attempts. A later attempt is announced now (peers on an
+   * earlier one join it); a first attempt, or none, within FIRST_BUILD_ANNOUNCE_DELAY_MS.
+   */
   setBuild(build: BuildAttempt | null): void {
     this.build = build;
-    this.announce();
+    if (build !== null && build.attempt > 0) return this.announce();
+    if (this.deferred !== undefined || this.timer === undefined) return;
+    this.deferred = setTimeout(() => {
+      this.deferred = undefined;
+      this.announce();
+    }, Math.min(this.options.firstBuildDelayMs ?? FIRST_BUILD_ANNOUNCE_DELAY_MS, this.options.announceIntervalMs));
   }
 
   /**
@@ -128,6 +151,8 @@ export class DataPlaneDirectory {
 
   /** Publishes this node's claim now. */
   announce(): void {
+    clearTimeout(this.deferred);
+    this.deferred = undefined;
     const { peerId, bootId, host, port } = this.options.self;
     this.seq += 1;
     const claim: Claim = { v: 1, peerId, bootId, host, port, seq: this.seq, build: this.build };
