@@ -572,9 +572,10 @@ export class Membership {
     const out: Incarnation[] = [];
     if (this.removals.size === 0) return out;
     for (const info of this.peers.values()) {
-      if (info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now)) continue;
+      // Cheapest test first: nearly every peer is in the view.
+      if (recordedIncarnation(view, info.peerId) || info.role === 'forming' || info.role === 'gateway' || !this.isAlive(info.peerId, now)) continue;
       const inc = { peerId: info.peerId, bootId: info.bootId };
-      if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0 && !recordedIncarnation(view, info.peerId)) out.push(inc);
+      if ((this.removals.get(incarnationKey(inc)) ?? 0) > 0) out.push(inc);
     }
     return out;
   }

@@ -44,8 +44,21 @@ export function sameIncarnation(a: Incarnation | null | undefined, b: Incarnatio
 }
 
 export function incarnationKey(inc: Incarnation): string {
-  return `${inc.peerId}/${inc.bootId}`;
+  const held = incarnationKeys.get(inc);
+  // Checked, not trusted: an object passed as an Incarnation may be a record that changes
+  // (a peer's entry takes its new bootId).
+  if (held !== undefined && held.peerId === inc.peerId && held.bootId === inc.bootId) return held.key;
+  const key = `${inc.peerId}/${inc.bootId}`;
+  incarnationKeys.set(inc, { peerId: inc.peerId, bootId: inc.bootId, key });
+  return key;
 }
+
+/**
+ * Keys of the incarnation objects seen. The failure detector looks up every recorded
+ * incarnation by key at each tick: a held key costs one lookup instead of building and hashing
+ * a new ~100-character string.
+ */
+const incarnationKeys = new WeakMap<Incarnation, { peerId: string; bootId: string; key: string }>();
 
 export function isEmptyChange(change: Change): boolean {
   return change.remove.length === 0 && change.admit.length === 0 && change.addSpares.length === 0 && !change.close;
