@@ -122,9 +122,13 @@ export class Agreement {
     return this.done;
   }
 
-  /** Whether an undecided change is under way in this epoch. */
+  /**
+   * Whether an undecided change is under way in this epoch: this node proposed one, saw a vote,
+   * or holds its own vote (a restarted node restores it before it hears or proposes anything,
+   * and that vote still counts toward a decision).
+   */
   pending(): boolean {
-    return !this.done && this.startedTick !== null;
+    return !this.done && (this.startedTick !== null || this.state.votedBallot >= 0);
   }
 
   tick(now: number, ownChange: Change | null): void {

@@ -265,9 +265,9 @@ function issueRandomCommand(t: number, prng: Prng, cluster: SimCluster, issued: 
 /**
  * Null when every live node holds the same view, that view holds exactly the live
  * incarnations (as ranks or spares), no rank is free while a spare waits, and no change is
- * under way anywhere; otherwise why not. With `core`, only those nodes count, and the view
- * must hold exactly the core's live incarnations. A closed mesh has converged when every
- * live node that has a view holds it.
+ * under way or about to start anywhere (no vote, no report held); otherwise why not. With
+ * `core`, only those nodes count, and the view must hold exactly the core's live
+ * incarnations. A closed mesh has converged when every live node that has a view holds it.
  */
 export function converged(cluster: SimCluster, checkers: Checkers, core?: ReadonlySet<string>): string | null {
   const live = cluster.liveNodes().filter((n) => !core || core.has(n.peerId));
@@ -301,8 +301,14 @@ export function converged(cluster: SimCluster, checkers: Checkers, core?: Readon
     if (!recorded.some((inc) => inc.peerId === n.peerId && inc.bootId === n.bootId)) return `${n.peerId}/${n.bootId} is live but not in view ${first.epoch}`;
   }
   if (first.ranks.some((h) => h === null) && first.spares.length > 0) return `view ${first.epoch} has a free rank and a waiting spare`;
-  // Quiescent too: a change still being voted on could commit later.
+  // Quiescent too: a change still being voted on could commit later, and so could one that a
+  // report still held against a member would start (a report from the faults is withdrawn
+  // once the member is heard or probed again).
   for (const n of live) if (n.core!.pendingChange()) return `${n.peerId} still has a change under way`;
+  for (const n of live) {
+    const held = n.core!.members().find((m) => m.liveness === 'reported');
+    if (held) return `${n.peerId} still reports ${held.peerId}`;
+  }
   return null;
 }
 
