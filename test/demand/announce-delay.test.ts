@@ -9,6 +9,8 @@ import { AwakeBoard, type AwakeReport } from '../../node/demand/awake.ts';
 import { DataPlaneDirectory } from '../../node/rank/directory.ts';
 
 const log = pino({ level: 'silent' });
+// The delays are 150 ms and the tests sleep 300 ms: timers run in deadline order, so after the
+// sleep a deferred send has run (or was replaced), however loaded the host.
 const stops: Array<() => void> = [];
 afterEach(() => {
   for (const stop of stops.splice(0)) stop();
