@@ -7,10 +7,12 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import pino from 'pino';
 import { AwakeBoard, type AwakeReport } from '../../node/demand/awake.ts';
 import { DataPlaneDirectory } from '../../node/rank/directory.ts';
+import { waitFor } from '../node/helpers.ts';
 
 const log = pino({ level: 'silent' });
-// The delays are 150 ms and the tests sleep 300 ms: timers run in deadline order, so after the
-// sleep a deferred send has run (or was replaced), however loaded the host.
+// A deferred send is waited for; that one did not go out is shown by sleeping past its 150 ms
+// delay (timers run in deadline order, so the check holds however loaded the host).
+const pastTheDelay = (): Promise<void> => Bun.sleep(300);
 const stops: Array<() => void> = [];
 afterEach(() => {
   for (const stop of stops.splice(0)) stop();
@@ -46,11 +48,11 @@ describe('awake reports', () => {
     expect(sent.length).toBe(1);
     board.report(report(true, 2));
     expect(sent.map((m) => m.serving)).toEqual([true, true]);
-    await Bun.sleep(300);
+    await pastTheDelay();
     expect(sent.length).toBe(2); // the down report was replaced before it went out
     board.report(report(false, 2));
     board.report(report(false, 3));
-    await Bun.sleep(300);
+    await waitFor('the deferred down report', () => sent.length > 2);
     // One message, with the latest report.
     expect(sent.slice(2).map((m) => [m.serving, m.round.seq])).toEqual([[false, 3]]);
   });
@@ -65,13 +67,13 @@ describe('data-plane claims', () => {
     expect(sent.map((c) => c.build)).toEqual([null]); // the start announcement
     dir.setBuild({ generation: 1, epoch: 4, attempt: 0 });
     expect(sent.length).toBe(1);
-    await Bun.sleep(300);
+    await waitFor('the deferred first-build claim', () => sent.length > 1);
     expect(sent.map((c) => c.build?.attempt ?? null)).toEqual([null, 0]);
     dir.setBuild({ generation: 1, epoch: 5, attempt: 0 });
     dir.setBuild({ generation: 1, epoch: 5, attempt: 1 });
     // The later attempt went at once and carried the pending first build's news with it.
     expect(sent.slice(2).map((c) => [c.build.epoch, c.build.attempt])).toEqual([[5, 1]]);
-    await Bun.sleep(300);
-    expect(sent.length).toBe(3);
+    await pastTheDelay();
+    expect(sent.length).toBe(3); // the pending first-build claim was covered by it
   });
 });
