@@ -58,10 +58,11 @@ async function openNode(): Promise<Harness<HttpInput>> {
   const runtime = new Runtime(loaded.config, pino({ level: 'silent' }));
   const node = await runtime.start();
   const url = node.httpUrl;
-  // Fuzz a settled node: its view formed and its rank serving, so nothing changes on its own.
-  await waitFor('the fuzz node to form its view and serve', async () => {
+  // Fuzz a settled node: its view formed, its first plan round done (planSettleMs after the
+  // view) and its rank serving, so nothing changes on its own.
+  await waitFor('the fuzz node to form its view, plan and serve', async () => {
     const rank = await fetch(`${url}/v1/rank`).then((r) => r.json() as Promise<{ serving?: boolean }>);
-    return rank.serving === true && runtime.driver.core.view() !== null;
+    return rank.serving === true && runtime.driver.core.view() !== null && runtime.demand.plans.round !== null;
   }, 30_000);
   const routes = await routesOf(url);
   if (routes.length === 0) throw new Error('the node documents no route that takes a body');
